@@ -1,0 +1,23 @@
+"""otel-sched: a scheduled export pipeline for the OpenTelemetry Python SDK.
+
+``ScheduledSpanProcessor`` and ``ScheduledLogRecordProcessor`` replace the SDK's
+``BatchSpanProcessor`` and ``BatchLogRecordProcessor``: every span and log record
+becomes a task ranked by priority, tenant fairness and predicted export cost.
+"""
+
+from ._priority_rules import PriorityClassifier, Rule, RuleSyntaxError, parse_rules
+from ._processors import ScheduledLogRecordProcessor, ScheduledSpanProcessor
+from ._task import PriorityClass
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PriorityClass",
+    "PriorityClassifier",
+    "Rule",
+    "RuleSyntaxError",
+    "ScheduledLogRecordProcessor",
+    "ScheduledSpanProcessor",
+    "__version__",
+    "parse_rules",
+]

@@ -1,0 +1,223 @@
+"""Classify: turn a raw span or log record into a :class:`Task`.
+
+Runs on the scheduler thread, never on the application thread.  Everything that
+depends on configuration (priority rules, tenant lookup, size estimate) is
+resolved once into plain callables when the pipeline is built, so classifying an
+item is a handful of calls with no configuration branches.
+
+* priority -- the compiled rule list (see ``_priority_rules``); default: ERROR status
+  or severity >= ERROR is HIGH, everything else NORMAL;
+* tenant -- the ``tenant_key`` attribute of the item, else of its resource; at most
+  ``max_tenants`` distinct tenants are tracked, idle ones are retired first, and the
+  rest share :data:`OVERFLOW_TENANT` (counted);
+* cost -- the item's predicted encoded size in bytes (an estimate from its fields);
+* deadline -- enqueue time plus the class's max age.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ._task import Signal, Task
+
+__all__ = [
+    "DEFAULT_TENANT",
+    "MAX_TENANT_LABEL",
+    "OVERFLOW_TENANT",
+    "Classifier",
+    "TenantRegistry",
+    "estimate_log_bytes",
+    "estimate_span_bytes",
+]
+
+DEFAULT_TENANT = "default"
+OVERFLOW_TENANT = "__overflow__"
+MAX_TENANT_LABEL = 128
+
+
+class TenantRegistry:
+    """Bounded map from raw tenant values to tenant labels.
+
+    Guarantees: at most ``cap`` distinct labels besides :data:`OVERFLOW_TENANT` and
+    :data:`DEFAULT_TENANT` are live at once; when full, the least recently seen
+    tenant is retired if it has nothing queued, else the newcomer goes to the
+    overflow tenant.  Memory is O(cap) whatever the input.
+    """
+
+    def __init__(self, cap: int, is_idle: Callable[[str], bool]) -> None:
+        self._cap = cap
+        self._is_idle = is_idle
+        self._lru: OrderedDict[str, None] = OrderedDict()
+        self.overflowed = 0  # items mapped to the overflow tenant
+        self.retired = 0  # idle tenants forgotten to make room
+
+    def label(self, raw: object) -> str:
+        key = raw if type(raw) is str else _render(raw)
+        if len(key) > MAX_TENANT_LABEL:
+            key = key[:MAX_TENANT_LABEL]
+        lru = self._lru
+        if key in lru:
+            lru.move_to_end(key)
+            return key
+        if len(lru) >= self._cap:
+            oldest = next(iter(lru))
+            if not self._is_idle(oldest):
+                self.overflowed += 1
+                return OVERFLOW_TENANT
+            del lru[oldest]
+            self.retired += 1
+        lru[key] = None
+        return key
+
+    def __len__(self) -> int:
+        return len(self._lru)
+
+
+def _render(raw: object) -> str:
+    if isinstance(raw, bool):
+        return "true" if raw else "false"
+    if isinstance(raw, bytes):
+        return raw.hex()
+    if isinstance(raw, list | tuple):
+        return ",".join(_render(v) for v in raw)
+    try:
+        return str(raw)
+    except Exception:  # noqa: BLE001 - a hostile __str__ must not break classification
+        return f"<{type(raw).__name__}>"
+
+
+# -- size estimates: close to the OTLP protobuf size, cheap to compute -----------------------------
+
+
+def _value_bytes(value: object) -> int:
+    t = type(value)
+    if t is str:
+        return len(value) + 4  # type: ignore[arg-type]
+    if t is bool or t is int or t is float:
+        return 11
+    if t is bytes:
+        return len(value) + 4  # type: ignore[arg-type]
+    if isinstance(value, list | tuple):
+        return 4 + sum(_value_bytes(v) + 2 for v in value)
+    if isinstance(value, Mapping):
+        return 4 + sum(len(str(k)) + 6 + _value_bytes(v) for k, v in value.items())
+    return 16
+
+
+def _attributes_bytes(attributes: Mapping[str, Any] | None) -> int:
+    if not attributes:
+        return 0
+    total = 0
+    for key, value in attributes.items():
+        t = type(value)
+        if t is str:
+            total += len(key) + len(value) + 10
+        else:
+            total += len(key) + 6 + _value_bytes(value)
+    return total
+
+
+def estimate_span_bytes(span: Any) -> int:
+    """Predicted OTLP size of one span message (ids, times, name, attributes, events, links)."""
+    total = 64 + len(span.name or "") + _attributes_bytes(span.attributes)
+    for event in span.events or ():
+        total += 16 + len(event.name or "") + _attributes_bytes(event.attributes)
+    for link in span.links or ():
+        total += 40 + _attributes_bytes(link.attributes)
+    description = span.status.description if span.status is not None else None
+    if description:
+        total += len(description) + 4
+    return total
+
+
+def estimate_log_bytes(record: Any) -> int:
+    """Predicted OTLP size of one log record message."""
+    log = record.log_record
+    body = log.body
+    total = 48 + (len(body) + 4 if type(body) is str else (_value_bytes(body) if body is not None else 0))
+    total += _attributes_bytes(log.attributes)
+    if log.severity_text:
+        total += len(log.severity_text) + 2
+    return total
+
+
+# -- the classifier ---------------------------------------------------------------------------------
+
+
+class Classifier:
+    """Builds tasks.  Single-threaded (scheduler thread); counters are read by ``stats()``."""
+
+    def __init__(
+        self,
+        signal: Signal,
+        priority_of: Callable[[Any], int],
+        tenant_key: str | None,
+        tenants: TenantRegistry,
+        max_age_seconds: list[float],
+    ) -> None:
+        self._signal = signal
+        self._priority_of = priority_of
+        self._tenants = tenants
+        self._max_age = max_age_seconds
+        self._seq = 0
+        self.tenant_missing = 0  # items without the tenant attribute (a key that never matches shows here)
+        self._tenant_of = self._tenant_lookup(tenant_key)
+        if signal is Signal.TRACES:
+            self._estimate: Callable[[Any], int] = estimate_span_bytes
+            self._trace_id: Callable[[Any], int] = _span_trace_id
+        else:
+            self._estimate = estimate_log_bytes
+            self._trace_id = _log_trace_id
+
+    def _tenant_lookup(self, key: str | None) -> Callable[[Any], str]:
+        if key is None:
+            return lambda item: DEFAULT_TENANT
+        label = self._tenants.label
+        signal = self._signal
+
+        def tenant_of(item: Any) -> str:
+            if signal is Signal.TRACES:
+                attributes, resource = item.attributes, item.resource
+            else:
+                attributes, resource = item.log_record.attributes, item.resource
+            value = attributes.get(key) if attributes else None
+            if value is None and resource is not None:
+                value = resource.attributes.get(key)
+            if value is None:
+                self.tenant_missing += 1
+                return DEFAULT_TENANT
+            return label(value)
+
+        return tenant_of
+
+    def classify(self, item: Any, now: float) -> Task:
+        priority = int(self._priority_of(item))
+        trace_id = self._trace_id(item)
+        self._seq += 1
+        cost = self._estimate(item)
+        return Task(
+            item,
+            priority,
+            self._tenant_of(item),
+            cost if cost > 0 else 1,
+            trace_id,
+            now,
+            now + self._max_age[priority],
+            self._seq,
+        )
+
+    @property
+    def last_seq(self) -> int:
+        return self._seq
+
+
+def _span_trace_id(span: Any) -> int:
+    context = span.context
+    return context.trace_id if context is not None else 0
+
+
+def _log_trace_id(record: Any) -> int:
+    trace_id = record.log_record.trace_id
+    return trace_id if trace_id else 0

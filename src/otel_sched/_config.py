@@ -1,0 +1,466 @@
+"""Configuration: every option, its environment variable, default and validation.
+
+Resolved once, when a processor is built, into a frozen :class:`Config`; nothing on
+the hot path reads the environment again.
+
+Precedence, per option: a keyword argument given in code, then the environment
+variable, then the default.  A bad keyword argument raises ``ValueError`` /
+``TypeError`` naming the argument, the value and what was expected; a bad
+environment value logs a warning naming the variable and the value, and the default
+is used -- exactly as the SDK treats ``OTEL_BSP_*``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Generic, TypeVar
+
+from ._task import PriorityClass, Signal
+
+__all__ = ["OPTIONS", "POLICY_NAMES", "Config", "Option", "resolve_config"]
+
+_logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+POLICY_NAMES: Final = ("fifo", "priority", "fair", "predictive", "deadline", "priority_fair")
+
+_UNSET: Final[Any] = object()
+
+
+class _Invalid(ValueError):
+    """A value that does not parse; the message says what was expected."""
+
+
+# -- parsers: each takes the raw value (env string or code value) and returns the typed value
+
+
+def _int(minimum: int) -> Callable[[object], int]:
+    def parse(value: object) -> int:
+        if isinstance(value, bool):
+            raise _Invalid(f"an integer >= {minimum}")
+        if isinstance(value, str):
+            try:
+                value = int(value.strip())
+            except ValueError:
+                raise _Invalid(f"an integer >= {minimum}") from None
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int):
+            raise TypeError(f"an integer >= {minimum}")
+        if value < minimum:
+            raise _Invalid(f"an integer >= {minimum}")
+        return value
+
+    return parse
+
+
+def _number(minimum: float, *, exclusive: bool = False) -> Callable[[object], float]:
+    bound = f"> {minimum:g}" if exclusive else f">= {minimum:g}"
+
+    def parse(value: object) -> float:
+        if isinstance(value, bool):
+            raise TypeError(f"a number {bound}")
+        if isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                raise _Invalid(f"a number {bound}") from None
+        if not isinstance(value, int | float):
+            raise TypeError(f"a number {bound}")
+        value = float(value)
+        if not math.isfinite(value) or value < minimum or (exclusive and value == minimum):
+            raise _Invalid(f"a finite number {bound}")
+        return value
+
+    return parse
+
+
+def _bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("true", "1", "yes", "on"):
+            return True
+        if lowered in ("false", "0", "no", "off"):
+            return False
+        raise _Invalid("true or false")
+    raise TypeError("a bool")
+
+
+def _policy(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"one of {', '.join(POLICY_NAMES)}")
+    name = value.strip().lower().replace("-", "_")
+    if name not in POLICY_NAMES:
+        raise _Invalid(f"one of {', '.join(POLICY_NAMES)}")
+    return name
+
+
+def _optional_str(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError("an attribute name (str) or None")
+    stripped = value.strip()
+    return stripped or None
+
+
+def _weights(value: object) -> Mapping[str, float]:
+    """``"acme=2,globex=0.5"`` or a mapping of tenant to a positive weight."""
+    expected = "tenant=weight pairs with positive weights, e.g. 'acme=2,globex=0.5'"
+    items: list[tuple[object, object]]
+    if isinstance(value, str):
+        items = []
+        for part in value.split(","):
+            if not part.strip():
+                continue
+            key, sep, raw_weight = part.partition("=")
+            if not sep or not key.strip():
+                raise _Invalid(expected)
+            items.append((key.strip(), raw_weight.strip()))
+    elif isinstance(value, Mapping):
+        items = list(value.items())
+    else:
+        raise TypeError(expected)
+    parse = _number(0.0, exclusive=True)
+    out: dict[str, float] = {}
+    for tenant, weight in items:
+        if not isinstance(tenant, str):
+            raise TypeError(expected)
+        try:
+            out[tenant] = parse(weight)
+        except (TypeError, _Invalid):
+            raise _Invalid(expected) from None
+    return out
+
+
+def _max_ages(value: object) -> Mapping[PriorityClass, float]:
+    """``"high=2000,normal=10000,low=30000"`` (milliseconds) or a mapping."""
+    expected = "class=milliseconds pairs for low/normal/high, e.g. 'high=2000,low=60000'"
+    items: list[tuple[object, object]]
+    if isinstance(value, str):
+        items = []
+        for part in value.split(","):
+            if not part.strip():
+                continue
+            key, sep, raw_millis = part.partition("=")
+            if not sep:
+                raise _Invalid(expected)
+            items.append((key.strip(), raw_millis.strip()))
+    elif isinstance(value, Mapping):
+        items = list(value.items())
+    else:
+        raise TypeError(expected)
+    out = dict(_DEFAULT_MAX_AGES)
+    parse = _number(0.0, exclusive=True)
+    for cls_name, millis in items:
+        try:
+            out[PriorityClass.parse(cls_name)] = parse(millis)
+        except (TypeError, ValueError):
+            raise _Invalid(expected) from None
+    return out
+
+
+def _rules(value: object) -> object:
+    """Rule text is parsed here, so a syntax error surfaces at configuration time.
+
+    From code a :class:`~otel_sched._priority_rules.RuleSyntaxError` (a ``ValueError`` naming the
+    rule, its index and the offending token) propagates; from the environment it becomes a warning.
+    """
+    from ._priority_rules import parse_rules
+
+    if isinstance(value, str):
+        return parse_rules(value)
+    if value is None or isinstance(value, list | tuple) or callable(value):
+        return value
+    raise TypeError("a rule string, a sequence of rules/callables, or None")
+
+
+_DEFAULT_MAX_AGES: Final[Mapping[PriorityClass, float]] = {
+    PriorityClass.HIGH: 2_000.0,
+    PriorityClass.NORMAL: 10_000.0,
+    PriorityClass.LOW: 30_000.0,
+}
+
+
+@dataclass(frozen=True)
+class Option(Generic[T]):
+    """One setting.  ``env`` is ``None`` only for code-only options (objects)."""
+
+    name: str
+    env: str | None
+    default: Any  # a value, or a callable(signal) for signal-specific defaults
+    parse: Callable[[object], Any]
+    doc: str
+    stock: bool = False  # the four BatchSpanProcessor / BatchLogRecordProcessor arguments
+
+    def default_for(self, signal: Signal) -> Any:
+        return self.default(signal) if callable(self.default) else self.default
+
+    def env_for(self, signal: Signal) -> str | None:
+        if self.env is None:
+            return None
+        return self.env.replace("{P}", "BSP" if signal is Signal.TRACES else "BLRP")
+
+
+def _stock_delay(signal: Signal) -> int:
+    return 5000 if signal is Signal.TRACES else 1000
+
+
+OPTIONS: Final[tuple[Option[Any], ...]] = (
+    Option(
+        "max_queue_size",
+        "OTEL_{P}_MAX_QUEUE_SIZE",
+        2048,
+        _int(1),
+        "Most items held in the queues (all tenants and classes together).",
+        stock=True,
+    ),
+    Option(
+        "schedule_delay_millis",
+        "OTEL_{P}_SCHEDULE_DELAY",
+        _stock_delay,
+        _number(0.0, exclusive=True),
+        "Longest time an item waits for a batch to fill before it is exported "
+        "(5000 for spans, 1000 for logs).",
+        stock=True,
+    ),
+    Option(
+        "max_export_batch_size",
+        "OTEL_{P}_MAX_EXPORT_BATCH_SIZE",
+        512,
+        _int(1),
+        "Most items in one export call.",
+        stock=True,
+    ),
+    Option(
+        "export_timeout_millis",
+        "OTEL_{P}_EXPORT_TIMEOUT",
+        30000,
+        _number(0.0, exclusive=True),
+        "Longest one export call may take; a later result is counted as late and the batch as "
+        "dropped with reason export_timeout.",
+        stock=True,
+    ),
+    Option(
+        "policy",
+        "OTEL_PYTHON_SCHED_POLICY",
+        "priority_fair",
+        _policy,
+        "Scheduling policy: fifo, priority, fair, predictive, deadline or priority_fair.",
+    ),
+    Option(
+        "tenant_key",
+        "OTEL_PYTHON_SCHED_TENANT_KEY",
+        None,
+        _optional_str,
+        "Attribute naming the tenant (item attribute first, then resource attribute). Unset: one tenant.",
+    ),
+    Option(
+        "max_tenants",
+        "OTEL_PYTHON_SCHED_MAX_TENANTS",
+        1000,
+        _int(1),
+        "Most distinct tenants tracked; further tenants share the __overflow__ tenant (counted).",
+    ),
+    Option(
+        "tenant_weights",
+        "OTEL_PYTHON_SCHED_TENANT_WEIGHTS",
+        {},
+        _weights,
+        "Fair-share weights, e.g. acme=2,globex=0.5; unlisted tenants weigh 1.",
+    ),
+    Option(
+        "priority_rules",
+        "OTEL_PYTHON_SCHED_PRIORITY_RULES",
+        None,
+        _rules,
+        "Priority rules evaluated before the defaults (ERROR status or severity -> high); "
+        "see docs/scheduling.md for the syntax.",
+    ),
+    Option(
+        "max_queue_bytes",
+        "OTEL_PYTHON_SCHED_MAX_QUEUE_BYTES",
+        32 * 1024 * 1024,
+        _int(1024),
+        "Most predicted encoded bytes held in the queues.",
+    ),
+    Option(
+        "max_export_batch_bytes",
+        "OTEL_PYTHON_SCHED_MAX_EXPORT_BATCH_BYTES",
+        2 * 1024 * 1024,
+        _int(1024),
+        "Most predicted encoded bytes in one export call; a larger single item is exported alone.",
+    ),
+    Option(
+        "aging_millis",
+        "OTEL_PYTHON_SCHED_AGING_MILLIS",
+        1000.0,
+        _number(0.0, exclusive=True),
+        "Waiting this long raises a class one priority level, so low priority never starves.",
+    ),
+    Option(
+        "max_age_millis",
+        "OTEL_PYTHON_SCHED_MAX_AGE_MILLIS",
+        _DEFAULT_MAX_AGES,
+        _max_ages,
+        "Deadline per priority class (enqueue time + max age), used by the deadline policy "
+        "and reported as deadline misses.",
+    ),
+    Option(
+        "fair_quantum_bytes",
+        "OTEL_PYTHON_SCHED_FAIR_QUANTUM_BYTES",
+        16 * 1024,
+        _int(1),
+        "Bytes a weight-1 tenant may send per round of the fair (deficit round robin) policies.",
+    ),
+    Option(
+        "shutdown_timeout_millis",
+        "OTEL_PYTHON_SCHED_SHUTDOWN_TIMEOUT_MILLIS",
+        30000.0,
+        _number(0.0, exclusive=True),
+        "Longest shutdown() waits to drain the queues before it gives up (and counts what is left).",
+    ),
+    Option(
+        "max_recursion_depth",
+        "OTEL_PYTHON_SCHED_MAX_RECURSION_DEPTH",
+        1,
+        _int(0),
+        "Items produced while exporting may nest this deep; deeper ones are dropped (reason recursion).",
+    ),
+)
+
+_BY_NAME: Final = {o.name: o for o in OPTIONS}
+
+
+@dataclass(frozen=True)
+class Config:
+    """The resolved settings of one processor.  Immutable; hot paths copy fields out."""
+
+    signal: Signal
+    max_queue_size: int
+    schedule_delay_millis: float
+    max_export_batch_size: int
+    export_timeout_millis: float
+    policy: str
+    tenant_key: str | None
+    max_tenants: int
+    tenant_weights: Mapping[str, float]
+    priority_rules: Any
+    max_queue_bytes: int
+    max_export_batch_bytes: int
+    aging_millis: float
+    max_age_millis: Mapping[PriorityClass, float]
+    fair_quantum_bytes: int
+    shutdown_timeout_millis: float
+    max_recursion_depth: int
+    sources: Mapping[str, str] = field(default_factory=dict)  # option -> "code" | "env" | "default"
+
+
+_STOCK_MESSAGES: Final = {
+    "max_queue_size": "max_queue_size must be a positive integer.",
+    "schedule_delay_millis": "schedule_delay_millis must be positive.",
+    "max_export_batch_size": "max_export_batch_size must be a positive integer.",
+}
+
+
+def _from_code(option: Option[Any], value: object) -> Any:
+    try:
+        return option.parse(value)
+    except _Invalid as exc:
+        if option.name in _STOCK_MESSAGES and _is_number(value):
+            # Same text as the SDK's BatchSpanProcessor, so code matching it keeps working.
+            raise ValueError(_STOCK_MESSAGES[option.name]) from None
+        raise ValueError(f"{option.name}={value!r} is invalid: expected {exc}") from None
+    except TypeError as exc:
+        raise TypeError(f"{option.name}={value!r} has type {type(value).__name__}: expected {exc}") from None
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _from_env(option: Option[Any], signal: Signal) -> tuple[Any, bool]:
+    name = option.env_for(signal)
+    if name is None:
+        return None, False
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return None, False
+    try:
+        return option.parse(raw), True
+    except (TypeError, ValueError) as exc:
+        _logger.warning(
+            "Invalid value %r for %s: expected %s. Using the default %r.",
+            raw,
+            name,
+            exc,
+            option.default_for(signal),
+        )
+        return None, False
+
+
+def resolve_config(signal: Signal, **given: Any) -> Config:
+    """Resolve every option for ``signal`` from code arguments (``None`` = not given), env and defaults."""
+    unknown = set(given) - set(_BY_NAME)
+    if unknown:
+        raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for option in OPTIONS:
+        value = given.get(option.name, _UNSET)
+        if value is not _UNSET and value is not None:
+            values[option.name] = _from_code(option, value)
+            sources[option.name] = "code"
+            continue
+        env_value, found = _from_env(option, signal)
+        if found:
+            values[option.name] = env_value
+            sources[option.name] = "env"
+        else:
+            values[option.name] = option.default_for(signal)
+            sources[option.name] = "default"
+
+    # Cross-option rule, with the SDK's wording; from env a conflict falls back to the defaults.
+    if values["max_export_batch_size"] > values["max_queue_size"]:
+        if sources["max_export_batch_size"] == "code" or sources["max_queue_size"] == "code":
+            raise ValueError("max_export_batch_size must be less than or equal to max_queue_size.")
+        _logger.warning(
+            "max_export_batch_size=%s is above max_queue_size=%s (from the environment): "
+            "using max_export_batch_size=%s.",
+            values["max_export_batch_size"],
+            values["max_queue_size"],
+            values["max_queue_size"],
+        )
+        values["max_export_batch_size"] = values["max_queue_size"]
+    return Config(signal=signal, sources=sources, **values)
+
+
+def _render_default(option: Option[Any]) -> str:
+    if option.name == "schedule_delay_millis":
+        return "5000 (spans), 1000 (logs)"
+    value = option.default(Signal.TRACES) if callable(option.default) else option.default
+    if option.name == "max_age_millis":
+        return ", ".join(f"{c.name.lower()}={int(v)}" for c, v in sorted(value.items(), reverse=True))
+    if value is None or value == {}:
+        return "unset"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def options_table() -> str:
+    """The configuration table of docs/configuration.md, generated from :data:`OPTIONS`."""
+    rows = ["| option (keyword) | environment variable | default | meaning |", "|---|---|---|---|"]
+    for option in OPTIONS:
+        env = option.env or ""
+        if "{P}" in env:
+            env = f"{env.replace('{P}', 'BSP')} / {env.replace('{P}', 'BLRP')}"
+        rows.append(f"| `{option.name}` | `{env}` | {_render_default(option)} | {option.doc} |")
+    return "\n".join(rows) + "\n"

@@ -1,0 +1,554 @@
+"""The pipeline: intake -> classify -> admission/queues -> policy -> batch former -> lanes.
+
+Threads and what each may touch:
+
+* application threads call :meth:`Pipeline.offer` -- one ``deque.append`` and two
+  comparisons; no lock, no I/O, no allocation beyond the deque slot;
+* one scheduler thread owns everything else: it drains the intake, classifies,
+  admits or sheds, forms batches, hands them to idle lanes, processes lane results,
+  enforces export timeouts and answers flush/shutdown requests;
+* one thread per lane calls the exporter (see ``_workers``).
+
+Requests from other threads (force_flush, shutdown) are objects appended to a
+deque and answered through an ``Event``: the scheduler never blocks on callers and
+callers wait against a monotonic deadline.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry.context import Context
+from opentelemetry.sdk._logs import ReadableLogRecord, ReadWriteLogRecord
+from opentelemetry.sdk.resources import Resource
+
+from ._admission import Admission
+from ._batching import BatchFormer
+from ._classify import Classifier, TenantRegistry
+from ._config import Config
+from ._cost_model import CostModel
+from ._metrics import SelfMetrics, Stats
+from ._policies import deadline_for, make_policy
+from ._priority_rules import compile_rules
+from ._queues import QueueSet
+from ._task import PriorityClass, Signal, Task
+from ._workers import Lane, Outcome, export_depth, register_thread, unregister_thread
+
+__all__ = ["Pipeline"]
+
+_logger = logging.getLogger(__name__)
+
+_CHUNK = 4096  # intake items classified per scheduler iteration before dispatching again
+_MIN_INTAKE = 2048
+_CLASS_NAMES = [c.name.lower() for c in PriorityClass]
+
+
+class _Nested:
+    """An item produced on one of our own threads, with the depth it was produced at."""
+
+    __slots__ = ("depth", "item")
+
+    def __init__(self, item: Any, depth: int) -> None:
+        self.item = item
+        self.depth = depth
+
+
+class _Request:
+    """force_flush or shutdown, answered by the scheduler thread through ``done``."""
+
+    __slots__ = ("deadline", "done", "kind", "ok", "target")
+
+    def __init__(self, kind: str, deadline: float) -> None:
+        self.kind = kind
+        self.deadline = deadline
+        self.done = threading.Event()
+        self.ok = False
+        self.target: int | None = None  # highest task seq the request covers, once known
+
+
+def _readable_log(record: Any) -> Any:
+    """The stock BatchLogRecordProcessor's conversion, done here instead of on the app thread."""
+    if not isinstance(record, ReadWriteLogRecord):
+        return record
+    api_record = copy.copy(record.log_record)
+    api_record.context = Context()  # drop the reference to a possibly large context
+    return ReadableLogRecord(
+        log_record=api_record,
+        resource=record.resource if record.resource is not None else Resource.create({}),
+        instrumentation_scope=record.instrumentation_scope,
+        limits=record.limits,
+    )
+
+
+class Pipeline:
+    """One processor's scheduled export pipeline.  See the module docstring for the thread model."""
+
+    def __init__(
+        self, config: Config, exporter: Any, *, meter_provider: Any = None, metrics_enabled: bool = False
+    ) -> None:
+        self.config = config
+        self.signal = config.signal
+        self._exporter = exporter
+        self._meter_provider = meter_provider
+        self._metrics_enabled = metrics_enabled
+        self._priority_of = compile_rules(config.priority_rules, config.signal.value)
+        self._prepare: Callable[[Any], Any] = (
+            (lambda item: item) if config.signal is Signal.TRACES else _readable_log
+        )
+        # Unclassified items waiting for the scheduler.  The GIL lets an application thread run ~5 ms
+        # between scheduler slices (hundreds of spans), so the intake must absorb such a burst.
+        self._intake_cap = max(config.max_queue_size, _MIN_INTAKE)
+        self._timeout = config.export_timeout_millis / 1000.0
+        self._shutdown = False
+        self._build()
+        _LIVE.add(self)
+
+    # -- construction (also after fork) ---------------------------------------------------------------
+
+    def _build(self) -> None:
+        cfg = self.config
+        weights = dict(cfg.tenant_weights)
+        self._weight_of: Callable[[str], float] = lambda tenant: weights.get(tenant, 1.0)
+        self.cost_model = CostModel()
+        self.policy = make_policy(
+            cfg.policy,
+            aging_seconds=cfg.aging_millis / 1000.0,
+            quantum=cfg.fair_quantum_bytes,
+            predict_seconds=self.cost_model.item_seconds,
+        )
+        self.queues = QueueSet(self._weight_of, self.policy.activate, cost_buckets=self.policy.cost_buckets)
+        self.admission = Admission(cfg.max_queue_size, cfg.max_queue_bytes, self._weight_of)
+        self.former = BatchFormer(
+            cfg.max_export_batch_size, cfg.max_export_batch_bytes, cfg.schedule_delay_millis / 1000.0
+        )
+        self.tenants = TenantRegistry(cfg.max_tenants, lambda t: t not in self.queues.tenant_count)
+        self.classifier = Classifier(
+            cfg.signal, self._priority_of, cfg.tenant_key, self.tenants, deadline_for(cfg.max_age_millis)
+        )
+        self.stats = Stats(cfg.max_tenants)
+        self.metrics = SelfMetrics(
+            cfg.signal,
+            self._meter_provider,
+            self._metrics_enabled,
+            cfg.max_queue_size,
+            lambda: self.queues.count + len(self._intake),
+            self._gauges,
+        )
+        self._intake: deque[Any] = deque()
+        self._completions: deque[tuple[Lane, list[Task], Outcome, float]] = deque()
+        self._requests: deque[_Request] = deque()
+        self._pending: list[_Request] = []
+        self._wake = threading.Event()
+        self._sleeping = False
+        # An append to an intake already holding this many items wakes the scheduler.
+        self._wake_after = 0
+        self._in_flight = 0
+        self._pid = os.getpid()
+        prefix = f"otel-sched-{cfg.signal.value}"
+        self._lanes = [Lane(0, self._exporter, f"{prefix}-lane-0", self._lane_done)]
+        self._thread = threading.Thread(target=self._run, name=f"{prefix}-scheduler", daemon=True)
+        self._thread.start()
+
+    def _after_fork_in_child(self) -> None:
+        # Parent threads do not exist here and their locks may be held: rebuild everything.
+        # The parent's queued items stay the parent's to export.
+        if self._shutdown:
+            return
+        self._build()
+
+    # -- application threads ----------------------------------------------------------------------------
+
+    def offer(self, item: Any) -> None:
+        """Hot path: called by on_end / on_emit.  O(1), lock-free."""
+        intake = self._intake
+        n = len(intake)
+        if n < self._intake_cap:
+            intake.append(item)
+            if n >= self._wake_after and self._sleeping:
+                self._sleeping = False
+                self._wake.set()
+        else:
+            next(self.stats.app_drops["intake_full"])
+
+    def offer_checked(self, item: Any) -> None:
+        """offer() for logs: items produced on our own threads are tagged; past the depth cap, dropped."""
+        depth = export_depth()
+        if depth is None:
+            self.offer(item)
+        elif depth + 1 > self.config.max_recursion_depth:
+            next(self.stats.app_drops["recursion"])
+        else:
+            self.offer(_Nested(item, depth + 1))
+
+    def reject_shutdown(self, item: Any) -> None:
+        next(self.stats.app_drops["already_shutdown"])
+
+    # -- requests from any thread ------------------------------------------------------------------------
+
+    def force_flush(self, timeout_s: float | None) -> bool:
+        if self._shutdown:
+            return False
+        timeout = self.config.export_timeout_millis / 1000.0 if timeout_s is None else timeout_s
+        request = _Request("flush", time.monotonic() + max(timeout, 0.0))
+        self._requests.append(request)
+        self._wake.set()
+        if threading.current_thread() is self._thread:
+            return False  # called from inside the pipeline: waiting on ourselves would deadlock
+        request.done.wait(max(timeout, 0.0))
+        return request.ok
+
+    def shutdown(self, timeout_s: float | None = None) -> bool:
+        """Drain, stop the threads, shut the exporter down.  Safe to call twice; bounded by the timeout.
+
+        A second call (or a call after the processor was collected) waits for the first to finish,
+        within its own timeout.
+        """
+        timeout = self.config.shutdown_timeout_millis / 1000.0 if timeout_s is None else timeout_s
+        deadline = time.monotonic() + timeout
+        if self._shutdown:
+            if threading.current_thread() is not self._thread:
+                self._thread.join(max(deadline - time.monotonic(), 0.0))
+            return not self._thread.is_alive()
+        self._shutdown = True
+        request = _Request("shutdown", deadline)
+        self._requests.append(request)
+        self._wake.set()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(max(deadline - time.monotonic(), 0.0))
+        self._shutdown_exporters(deadline)
+        _LIVE.discard(self)
+        return request.ok
+
+    def close_async(self) -> None:
+        """Begin shutdown without waiting (garbage collection of the processor)."""
+        if self._shutdown:
+            return
+        self._shutdown = True
+        self._requests.append(
+            _Request("close", time.monotonic() + self.config.shutdown_timeout_millis / 1000)
+        )
+        self._wake.set()
+
+    def _shutdown_exporters(self, deadline: float) -> None:
+        seen: set[int] = set()
+        for lane in self._lanes:
+            exporter = lane.exporter
+            if id(exporter) in seen:
+                continue
+            seen.add(id(exporter))
+            try:
+                shutdown = exporter.shutdown
+                remaining = max(deadline - time.monotonic(), 0.0) * 1000.0
+                try:
+                    shutdown(timeout_millis=remaining)
+                except TypeError:
+                    shutdown()
+            except Exception:
+                _logger.exception("Exporter %s raised in shutdown()", type(exporter).__name__)
+
+    # -- the scheduler thread ------------------------------------------------------------------------------
+
+    def _lane_done(self, lane: Lane, batch: list[Task], outcome: Outcome, seconds: float) -> None:
+        self._completions.append((lane, batch, outcome, seconds))
+        self._wake.set()
+
+    def _run(self) -> None:
+        register_thread()
+        try:
+            while True:
+                now = time.monotonic()
+                timeout = self._next_timeout(now)
+                if len(self._intake) <= self._wake_after and not self._completions and not self._requests:
+                    self._sleeping = True
+                    if len(self._intake) <= self._wake_after:  # re-check: an offer may have missed the flag
+                        self._wake.wait(timeout)
+                    self._sleeping = False
+                self._wake.clear()
+                if self._step(time.monotonic()):
+                    return
+        except Exception:  # pragma: no cover - a bug here must be loud, not a silent dead pipeline
+            _logger.exception("otel-sched scheduler thread crashed; items will be dropped from now on")
+            self._intake_cap = 0
+        finally:
+            unregister_thread()
+
+    def _step(self, now: float) -> bool:
+        """One scheduler iteration; True when the pipeline has finished shutting down."""
+        self._drain_completions()
+        # Requests first, so a flush covers everything offered before it was asked.
+        if self._requests:
+            self._drain_intake(now, limit=None)
+            while self._requests:
+                request = self._requests.popleft()
+                request.target = self.classifier.last_seq
+                self._pending.append(request)
+        else:
+            self._drain_intake(now, limit=_CHUNK)
+        self._check_hung(now)
+        self._dispatch(now)
+        return self._settle_requests(now)
+
+    def _drain_intake(self, now: float, limit: int | None) -> None:
+        intake = self._intake
+        classify = self.classifier.classify
+        admit = self.admission.admit
+        queues = self.queues
+        prepare = self._prepare
+        drops: list[tuple[Task, str]] = []
+        n = 0
+        while intake and (limit is None or n < limit):
+            raw = intake.popleft()
+            n += 1
+            depth = 0
+            if type(raw) is _Nested:
+                depth, raw = raw.depth, raw.item
+            try:
+                task = classify(prepare(raw), now)
+            except Exception:  # one malformed item must not stop the pipeline
+                _logger.exception("otel-sched could not classify a %s item; dropping it", self.signal.value)
+                self.stats.dropped["malformed"] += 1
+                continue
+            task.depth = depth
+            dropped = admit(task, queues)
+            if dropped:
+                drops.extend(dropped)
+        if n:
+            self.former.note_arrival(now)
+        if drops:
+            self._drop(drops)
+
+    def _drop(self, drops: list[tuple[Task, str]]) -> None:
+        record = self.stats.record_drop
+        for task, reason in drops:
+            record(task, reason)
+            task.item = None
+        if self.metrics.enabled:
+            self.metrics.dropped((reason, t.priority, t.tenant) for t, reason in drops)
+
+    def _idle_lane(self) -> Lane | None:
+        for lane in self._lanes:
+            if not lane.busy and not lane.hung:
+                return lane
+        return None
+
+    def _dispatch(self, now: float) -> None:
+        flushing = bool(self._pending)
+        while True:
+            lane = self._idle_lane()
+            if lane is None or not self.former.due(self.queues, now, flushing=flushing):
+                break
+            batch = self.former.form(self.queues, self.policy, now)
+            if not batch:
+                break
+            waits = [now - task.enqueued for task in batch]
+            self.stats.queue_wait.extend(waits)
+            missed = self.stats.deadline_missed
+            for task in batch:
+                if now > task.deadline:
+                    missed[task.priority] += 1
+            if self.metrics.enabled:
+                self.metrics.waited(waits)
+            depth = max(task.depth for task in batch)
+            self._in_flight += len(batch)
+            lane.submit(batch, depth)
+        # Wake for a full batch when a lane is free; otherwise classify in chunks (admission still matters).
+        # An empty queue wakes on the first item (it starts the batch window).
+        if self._idle_lane() is None:
+            self._wake_after = self._intake_cap // 8
+        elif self.queues.count:
+            self._wake_after = max(0, self.former.max_items - self.queues.count - 1)
+        else:
+            self._wake_after = 0
+
+    def _drain_completions(self) -> None:
+        completions = self._completions
+        while completions:
+            lane, batch, outcome, seconds = completions.popleft()
+            lane.busy = False
+            lane.current = None
+            if lane.hung:  # already counted as export_timeout when it overran
+                lane.hung = False
+                self.stats.late_results += 1
+                continue
+            self._in_flight -= len(batch)
+            self._finish_batch(batch, outcome, seconds)
+
+    def _finish_batch(self, batch: list[Task], outcome: Outcome, seconds: float) -> None:
+        stats = self.stats
+        stats.export_calls += 1
+        stats.export_latency.append(seconds)
+        nbytes = sum(t.cost for t in batch)
+        if outcome is Outcome.SUCCESS:
+            stats.record_export(batch, nbytes, time.monotonic())
+            self.cost_model.observe(nbytes, len(batch), seconds)
+            if self.metrics.enabled:
+                self.metrics.exported(len(batch), seconds)
+            for task in batch:
+                task.item = None
+        else:
+            stats.export_failures += 1
+            reason = {
+                Outcome.FAILURE: "export_failed",
+                Outcome.ERROR: "export_error",
+                Outcome.INVALID: "export_invalid_result",
+            }[outcome]
+            self._drop([(t, reason) for t in batch])
+
+    def _check_hung(self, now: float) -> None:
+        for lane in self._lanes:
+            if lane.busy and not lane.hung and now - lane.started_at > self._timeout:
+                lane.hung = True
+                batch = lane.current or []
+                self._in_flight -= len(batch)
+                self.stats.export_calls += 1
+                self.stats.export_failures += 1
+                _logger.warning(
+                    "otel-sched: exporter %s did not return within export_timeout_millis=%s; "
+                    "counting %d items as dropped (export_timeout) and waiting for the lane",
+                    type(lane.exporter).__name__,
+                    self.config.export_timeout_millis,
+                    len(batch),
+                )
+                self._drop([(t, "export_timeout") for t in batch])
+
+    def _covered(self, request: _Request) -> bool:
+        """No queued or in-flight task has a seq at or below the request's target."""
+        target = request.target or 0
+        low = self.queues.min_seq()
+        if low is not None and low <= target:
+            return False
+        for lane in self._lanes:
+            if lane.busy and not lane.hung and lane.current and min(t.seq for t in lane.current) <= target:
+                return False
+        return True
+
+    def _settle_requests(self, now: float) -> bool:
+        finished = False
+        still: list[_Request] = []
+        for request in self._pending:
+            if self._covered(request):
+                request.ok = True
+            elif now < request.deadline:
+                still.append(request)
+                continue
+            if request.kind != "flush":
+                finished = True
+                if not request.ok:
+                    self._abandon(request)
+                if request.kind == "close":  # nobody waits for a collected processor: finish the job here
+                    self._shutdown_exporters(request.deadline)
+                    _LIVE.discard(self)
+            request.done.set()
+        self._pending = still
+        if finished:
+            for request in self._pending:
+                request.done.set()
+            self._pending = []
+            for lane in self._lanes:
+                lane.stop()
+        return finished
+
+    def _abandon(self, request: _Request) -> None:
+        """Shutdown ran out of time: count what is still queued instead of losing it silently."""
+        leftovers: list[tuple[Task, str]] = []
+        for sq in self.queues:
+            while sq.tasks:
+                leftovers.append((self.queues.pop_head(sq), "shutdown_timeout"))
+        if leftovers:
+            _logger.warning(
+                "otel-sched: shutdown timed out with %d items queued; they are dropped", len(leftovers)
+            )
+            self._drop(leftovers)
+
+    def _next_timeout(self, now: float) -> float | None:
+        candidates: list[float] = []
+        if self._idle_lane() is not None:
+            due = self.former.next_due(self.queues)
+            if due is not None:
+                candidates.append(due)
+        for lane in self._lanes:
+            if lane.busy and not lane.hung:
+                candidates.append(lane.started_at + self._timeout)
+        for request in self._pending:
+            candidates.append(request.deadline)
+        if not candidates:
+            return None
+        return max(min(candidates) - now, 0.0) + 0.0005
+
+    # -- introspection -----------------------------------------------------------------------------------
+
+    def _gauges(self) -> dict[str, float]:
+        snap = self.snapshot()
+        return {
+            "fairness_index": snap["fairness_index"] or 1.0,
+            "in_flight_exports": float(snap["concurrency"]["in_flight"]),
+            "queued_bytes": float(snap["queued_bytes"]),
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        queues = self.queues
+        by_class = list(queues.class_count)
+        by_tenant = queues.tenant_count.copy()
+        snap = self.stats.snapshot(by_class, by_tenant, self._weight_of)
+        queued = queues.count
+        intake = len(self._intake)
+        snap.update(
+            {
+                "signal": self.signal.value,
+                "policy": self.config.policy,
+                "mode": "shutdown" if self._shutdown else "normal",
+                "received": self.classifier.last_seq + intake + sum(self.stats.app_drop_counts().values()),
+                "queued": queued,
+                "queued_bytes": queues.nbytes,
+                "intake": intake,
+                "in_flight": self._in_flight,
+                "capacity": {"items": self.config.max_queue_size, "bytes": self.config.max_queue_bytes},
+                "concurrency": {
+                    "lanes": len(self._lanes),
+                    "in_flight": sum(1 for lane in self._lanes if lane.busy),
+                    "hung": sum(1 for lane in self._lanes if lane.hung),
+                },
+                "cost_model": {
+                    "base_ms": self.cost_model.base * 1000.0,
+                    "per_kib_ms": self.cost_model.per_byte * 1024 * 1000.0,
+                    "samples": self.cost_model.samples,
+                },
+                "tenants": {
+                    "tracked": len(self.tenants),
+                    "overflowed": self.tenants.overflowed,
+                    "retired": self.tenants.retired,
+                    "missing_key": self.classifier.tenant_missing,
+                },
+                "rule_errors": getattr(self._priority_of, "errors", 0),
+            }
+        )
+        return snap
+
+
+# -- process-wide hooks: fork and interpreter exit ----------------------------------------------------
+
+_LIVE: weakref.WeakSet[Pipeline] = weakref.WeakSet()
+
+
+def _reinit_after_fork() -> None:
+    for pipeline in list(_LIVE):
+        pipeline._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reinit_after_fork)
+
+
+def shutdown_all(timeout_s: float = 10.0) -> None:
+    """Flush and stop every live pipeline within one overall deadline (used at interpreter exit)."""
+    deadline = time.monotonic() + timeout_s
+    for pipeline in list(_LIVE):
+        pipeline.shutdown(max(deadline - time.monotonic(), 0.0))

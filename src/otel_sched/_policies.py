@@ -1,0 +1,377 @@
+"""Policies: which queued task is exported next.
+
+A policy is a pure object driven by the scheduler thread with an explicit ``now``
+(monotonic seconds); it never reads a clock, starts a thread or takes a lock, so
+it is tested with plain scenario tables.  The :class:`~otel_sched._queues.QueueSet`
+owns the tasks; a policy keeps references to non-empty sub-queues and answers
+:meth:`Policy.select` -- the sub-queue whose head goes next.
+
+Cost of one decision, S = number of non-empty sub-queues, K = 3 priority classes:
+
+=============== ======================================================= =============
+policy          order                                                   per decision
+=============== ======================================================= =============
+fifo            arrival order                                           O(log S)
+priority        highest class first, aging lifts waiting classes        O(K log S)
+fair            deficit round robin over tenants on cost, by weight     O(K) amortised
+predictive      shortest predicted export time first, with aging        O(log S)
+deadline        earliest deadline first (enqueue time + class max age)  O(log S)
+priority_fair   priority classes with aging, DRR over tenants inside    O(K) amortised
+=============== ======================================================= =============
+"""
+
+from __future__ import annotations
+
+import heapq
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import ClassVar
+
+from ._queues import NUM_CLASSES, SubQueue
+from ._task import PriorityClass, Task
+
+__all__ = [
+    "DeadlinePolicy",
+    "FairPolicy",
+    "FifoPolicy",
+    "Policy",
+    "PredictivePolicy",
+    "PriorityFairPolicy",
+    "PriorityPolicy",
+    "make_policy",
+]
+
+
+class Policy(ABC):
+    """Decides the serving order.  Driven by one thread; ``now`` is monotonic seconds."""
+
+    name: ClassVar[str]
+    #: Split sub-queues by cost bucket (powers of two), so that heads approximate the smallest items.
+    cost_buckets: ClassVar[bool] = False
+
+    @abstractmethod
+    def activate(self, sq: SubQueue) -> None:
+        """``sq`` has just become non-empty."""
+
+    @abstractmethod
+    def select(self, now: float) -> SubQueue | None:
+        """The non-empty sub-queue whose head should be served next, or None if all are empty.
+
+        Does not remove anything; the caller pops the head and then calls :meth:`served`.
+        """
+
+    def served(self, sq: SubQueue, task: Task, now: float) -> None:  # noqa: B027 - optional hook
+        """``task`` was taken from the head of ``sq``."""
+
+
+# -- building blocks -------------------------------------------------------------------------------
+
+
+class _HeadHeap:
+    """Sub-queues ordered by a key of their head task, with lazy repair.
+
+    Guarantees: each sub-queue appears at most once (``sq.linked``); an entry whose
+    head changed (served, or shed at the tail until empty) is repaired or removed on
+    the next :meth:`peek`, so every operation is O(log S) amortised.
+    """
+
+    __slots__ = ("_heap", "_key")
+
+    def __init__(self, key: Callable[[Task], float]) -> None:
+        self._key = key
+        self._heap: list[tuple[float, int, SubQueue]] = []
+
+    def add(self, sq: SubQueue) -> None:
+        if not sq.linked:
+            sq.linked = True
+            head = sq.tasks[0]
+            heapq.heappush(self._heap, (self._key(head), head.seq, sq))
+
+    def peek(self) -> SubQueue | None:
+        heap = self._heap
+        while heap:
+            _, seq, sq = heap[0]
+            if not sq.tasks:
+                heapq.heappop(heap)
+                sq.linked = False
+                continue
+            head = sq.tasks[0]
+            if head.seq != seq:
+                heapq.heapreplace(heap, (self._key(head), head.seq, sq))
+                continue
+            return sq
+        return None
+
+
+class _Flow:
+    """One DRR participant: a sub-queue, or (for ``fair``) a tenant's sub-queues by class."""
+
+    __slots__ = ("deficit", "linked", "parts", "turn", "weight")
+
+    def __init__(self, weight: float) -> None:
+        self.weight = weight
+        self.deficit = 0.0
+        self.turn = False
+        self.linked = False
+        self.parts: list[SubQueue | None] = [None] * NUM_CLASSES
+
+    def head_queue(self) -> SubQueue | None:
+        for c in range(NUM_CLASSES - 1, -1, -1):  # highest class inside the flow first
+            sq = self.parts[c]
+            if sq is not None and sq.tasks:
+                return sq
+        return None
+
+
+class _DeficitRoundRobin:
+    """Deficit round robin over flows, cost = predicted bytes.
+
+    Each turn a flow earns ``quantum * weight`` bytes of credit and is served while
+    its head fits the credit.  A head larger than one quantum is topped up to fit
+    in a single turn, so a decision never loops over the ring more than once
+    (O(1) amortised) at the price of over-serving oversized items by at most one
+    item per turn.
+    """
+
+    __slots__ = ("_quantum", "_ring")
+
+    def __init__(self, quantum: int) -> None:
+        self._quantum = float(quantum)
+        self._ring: deque[_Flow] = deque()
+
+    def add(self, flow: _Flow) -> None:
+        if not flow.linked:
+            flow.linked = True
+            flow.deficit = 0.0
+            flow.turn = False
+            self._ring.append(flow)
+
+    def peek(self) -> SubQueue | None:
+        ring = self._ring
+        while ring:
+            flow = ring[0]
+            sq = flow.head_queue()
+            if sq is None:
+                ring.popleft()
+                flow.linked = False
+                flow.deficit = 0.0
+                for part in flow.parts:
+                    if part is not None:
+                        part.linked = False  # lets the QueueSet forget it once idle
+                continue
+            cost = sq.tasks[0].cost
+            if not flow.turn:
+                flow.turn = True
+                flow.deficit += self._quantum * flow.weight
+                if flow.deficit < cost:
+                    flow.deficit = float(cost)
+            if cost <= flow.deficit:
+                return sq
+            flow.turn = False
+            ring.rotate(-1)
+        return None
+
+    @staticmethod
+    def charge(flow: _Flow, cost: int) -> None:
+        flow.deficit -= cost
+
+
+class _ClassAging:
+    """Strict priority classes where waiting raises a class one level per ``aging`` seconds.
+
+    effective(c) = c + (now - since[c]) / aging, where ``since[c]`` is when class c was
+    last served or became non-empty; the highest effective class wins (ties go to the
+    higher class).  A waiting class therefore overtakes every class above it within
+    ``aging * (levels above)`` seconds: nothing starves.
+    """
+
+    __slots__ = ("_aging", "_since")
+
+    def __init__(self, aging: float) -> None:
+        self._aging = aging
+        self._since: list[float | None] = [None] * NUM_CLASSES
+
+    def activated(self, c: int, at: float) -> None:
+        if self._since[c] is None:
+            self._since[c] = at
+
+    def choose(self, heads: list[SubQueue | None], now: float) -> int | None:
+        best: int | None = None
+        best_eff = 0.0
+        for c in range(NUM_CLASSES - 1, -1, -1):
+            if heads[c] is None:
+                self._since[c] = None
+                continue
+            since = self._since[c]
+            eff = c + (now - (now if since is None else since)) / self._aging
+            if best is None or eff > best_eff:
+                best, best_eff = c, eff
+        return best
+
+    def served(self, c: int, now: float) -> None:
+        self._since[c] = now
+
+
+# -- the policies ----------------------------------------------------------------------------------
+
+
+class FifoPolicy(Policy):
+    """Arrival order across all classes and tenants: the stock processor's order."""
+
+    name = "fifo"
+
+    def __init__(self) -> None:
+        self._heap = _HeadHeap(lambda t: float(t.seq))
+
+    def activate(self, sq: SubQueue) -> None:
+        self._heap.add(sq)
+
+    def select(self, now: float) -> SubQueue | None:
+        return self._heap.peek()
+
+
+class DeadlinePolicy(Policy):
+    """Earliest deadline first; a task's deadline is its enqueue time plus its class's max age."""
+
+    name = "deadline"
+
+    def __init__(self) -> None:
+        self._heap = _HeadHeap(lambda t: t.deadline)
+
+    def activate(self, sq: SubQueue) -> None:
+        self._heap.add(sq)
+
+    def select(self, now: float) -> SubQueue | None:
+        return self._heap.peek()
+
+
+class PredictivePolicy(Policy):
+    """Shortest predicted export time first, with aging.
+
+    key = predicted_seconds(cost) + aging_rate * enqueued: waiting one second is
+    worth ``aging_rate`` seconds of predicted export time, so large items are
+    served eventually.  Sub-queues are split by cost bucket (powers of two) so the
+    heads the heap compares are the small items, within a factor of two.
+    """
+
+    name = "predictive"
+    cost_buckets = True
+
+    def __init__(self, predict_seconds: Callable[[int], float], aging_rate: float = 0.01) -> None:
+        self._heap = _HeadHeap(lambda t: predict_seconds(t.cost) + aging_rate * t.enqueued)
+
+    def activate(self, sq: SubQueue) -> None:
+        self._heap.add(sq)
+
+    def select(self, now: float) -> SubQueue | None:
+        return self._heap.peek()
+
+
+class PriorityPolicy(Policy):
+    """Strict priority classes with aging; arrival order inside a class."""
+
+    name = "priority"
+
+    def __init__(self, aging_seconds: float) -> None:
+        self._aging = _ClassAging(aging_seconds)
+        self._classes = [_HeadHeap(lambda t: float(t.seq)) for _ in range(NUM_CLASSES)]
+
+    def activate(self, sq: SubQueue) -> None:
+        self._classes[sq.priority].add(sq)
+        self._aging.activated(sq.priority, sq.tasks[0].enqueued)
+
+    def select(self, now: float) -> SubQueue | None:
+        heads = [h.peek() for h in self._classes]
+        c = self._aging.choose(heads, now)
+        return None if c is None else heads[c]
+
+    def served(self, sq: SubQueue, task: Task, now: float) -> None:
+        self._aging.served(sq.priority, now)
+
+
+class FairPolicy(Policy):
+    """Weighted fair queuing across tenants (DRR on predicted bytes); inside a tenant, higher class first."""
+
+    name = "fair"
+
+    def __init__(self, quantum: int) -> None:
+        self._drr = _DeficitRoundRobin(quantum)
+        self._flows: dict[str, _Flow] = {}
+
+    def activate(self, sq: SubQueue) -> None:
+        flow = self._flows.get(sq.tenant)
+        if flow is None:
+            if len(self._flows) > 4096:  # tenants churn: forget idle flows so the map stays bounded
+                self._flows = {k: f for k, f in self._flows.items() if f.linked}
+            flow = self._flows[sq.tenant] = _Flow(sq.weight)
+        flow.parts[sq.priority] = sq
+        sq.linked = True
+        self._drr.add(flow)
+
+    def select(self, now: float) -> SubQueue | None:
+        return self._drr.peek()
+
+    def served(self, sq: SubQueue, task: Task, now: float) -> None:
+        self._drr.charge(self._flows[sq.tenant], task.cost)
+
+
+class PriorityFairPolicy(Policy):
+    """Priority classes with aging; weighted DRR across tenants inside each class (the default)."""
+
+    name = "priority_fair"
+
+    def __init__(self, aging_seconds: float, quantum: int) -> None:
+        self._aging = _ClassAging(aging_seconds)
+        self._classes = [_DeficitRoundRobin(quantum) for _ in range(NUM_CLASSES)]
+        self._flows: dict[tuple[int, str, int], _Flow] = {}
+
+    def activate(self, sq: SubQueue) -> None:
+        flow = self._flows.get(sq.key)
+        if flow is None:
+            if len(self._flows) > 4096:
+                self._flows = {k: f for k, f in self._flows.items() if f.linked}
+            flow = self._flows[sq.key] = _Flow(sq.weight)
+        flow.parts[sq.priority] = sq
+        sq.linked = True
+        self._classes[sq.priority].add(flow)
+        self._aging.activated(sq.priority, sq.tasks[0].enqueued)
+
+    def select(self, now: float) -> SubQueue | None:
+        heads = [d.peek() for d in self._classes]
+        c = self._aging.choose(heads, now)
+        return None if c is None else heads[c]
+
+    def served(self, sq: SubQueue, task: Task, now: float) -> None:
+        self._aging.served(sq.priority, now)
+        self._classes[sq.priority].charge(self._flows[sq.key], task.cost)
+
+
+def make_policy(
+    name: str,
+    *,
+    aging_seconds: float = 1.0,
+    quantum: int = 16 * 1024,
+    predict_seconds: Callable[[int], float] | None = None,
+) -> Policy:
+    """Build a policy by its configured name (already validated by the config module)."""
+    if name == "fifo":
+        return FifoPolicy()
+    if name == "priority":
+        return PriorityPolicy(aging_seconds)
+    if name == "fair":
+        return FairPolicy(quantum)
+    if name == "predictive":
+        return PredictivePolicy(predict_seconds or (lambda cost: cost * 1e-8))
+    if name == "deadline":
+        return DeadlinePolicy()
+    if name == "priority_fair":
+        return PriorityFairPolicy(aging_seconds, quantum)
+    raise ValueError(
+        f"policy {name!r} is not one of fifo, priority, fair, predictive, deadline, priority_fair"
+    )
+
+
+def deadline_for(max_age_millis: Mapping[PriorityClass, float]) -> list[float]:
+    """Max age in seconds indexed by class value, for the classify stage."""
+    return [max_age_millis[PriorityClass(c)] / 1000.0 for c in range(NUM_CLASSES)]

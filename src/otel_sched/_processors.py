@@ -1,0 +1,226 @@
+"""The public processors: drop-in replacements for the SDK's batch processors.
+
+``ScheduledSpanProcessor`` takes the same positional arguments as
+``BatchSpanProcessor`` (exporter, max_queue_size, schedule_delay_millis,
+max_export_batch_size, export_timeout_millis) and ``ScheduledLogRecordProcessor``
+the same as ``BatchLogRecordProcessor`` (exporter, schedule_delay_millis,
+max_export_batch_size, export_timeout_millis, max_queue_size); everything of our
+own is keyword-only.  See ``_pipeline`` for what happens after ``on_end``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from opentelemetry.context import Context
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
+from opentelemetry.sdk.environment_variables import OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED
+from opentelemetry.sdk.environment_variables._internal import parse_boolean_environment_variable
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+
+from ._config import resolve_config
+from ._pipeline import Pipeline, shutdown_all
+from ._task import PriorityClass, Signal
+
+__all__ = ["ScheduledLogRecordProcessor", "ScheduledSpanProcessor"]
+
+atexit.register(shutdown_all)
+
+
+def _check_exporter(exporter: object, argument: str) -> None:
+    if exporter is None or not callable(getattr(exporter, "export", None)):
+        raise TypeError(
+            f"{argument}={exporter!r} is not an exporter: expected an object with export(batch) "
+            "and shutdown() methods (a SpanExporter / LogRecordExporter)"
+        )
+
+
+class _Scheduled:
+    """What the span and log processors share: the pipeline, shutdown, flush and stats."""
+
+    _pipeline: Pipeline
+    _offer: Callable[[Any], None]
+
+    def _start(
+        self, signal: Signal, exporter: Any, meter_provider: MeterProvider | None, options: dict[str, Any]
+    ) -> None:
+        config = resolve_config(signal, **options)
+        metrics = parse_boolean_environment_variable(OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED)
+        self._pipeline = pipeline = Pipeline(
+            config, exporter, meter_provider=meter_provider, metrics_enabled=metrics
+        )
+        # The pipeline holds no reference back: collecting the processor drains and stops it.
+        # Not at exit: finalize's own exit hook would only *start* the drain; shutdown_all waits for it.
+        weakref.finalize(self, pipeline.close_async).atexit = False
+
+    def shutdown(self) -> None:
+        """Export what is queued (bounded by shutdown_timeout_millis), then stop.  Safe to call twice."""
+        self._offer = self._pipeline.reject_shutdown
+        self._pipeline.shutdown()
+
+    def force_flush(self, timeout_millis: int | None = None) -> bool:
+        """Export everything offered before this call; False if ``timeout_millis`` passes first.
+
+        ``None`` waits up to ``export_timeout_millis``.
+        """
+        return self._pipeline.force_flush(None if timeout_millis is None else timeout_millis / 1000.0)
+
+    async def aforce_flush(self, timeout_millis: int | None = None) -> bool:
+        """``force_flush`` for asyncio applications: waits in a thread, never blocks the running loop."""
+        import asyncio
+
+        return await asyncio.to_thread(self.force_flush, timeout_millis)
+
+    async def ashutdown(self) -> None:
+        """``shutdown`` for asyncio applications: waits in a thread, never blocks the running loop."""
+        import asyncio
+
+        self._offer = self._pipeline.reject_shutdown
+        await asyncio.to_thread(self._pipeline.shutdown)
+
+    def stats(self) -> dict[str, Any]:
+        """A snapshot: queued, exported, dropped by reason, per tenant and per priority, latency."""
+        return self._pipeline.snapshot()
+
+
+_SchedOptions = dict[str, Any]
+
+
+class ScheduledSpanProcessor(_Scheduled, SpanProcessor):
+    """Drop-in replacement for ``BatchSpanProcessor`` with a scheduled export pipeline.
+
+    Keyword-only options (each also an ``OTEL_PYTHON_SCHED_*`` variable; see docs/configuration.md):
+    ``policy``, ``tenant_key``, ``max_tenants``, ``tenant_weights``, ``priority_rules``,
+    ``max_queue_bytes``, ``max_export_batch_bytes``, ``aging_millis``, ``max_age_millis``,
+    ``fair_quantum_bytes``, ``shutdown_timeout_millis``, ``max_recursion_depth``.
+    """
+
+    def __init__(
+        self,
+        span_exporter: Any,
+        max_queue_size: int | None = None,
+        schedule_delay_millis: float | None = None,
+        max_export_batch_size: int | None = None,
+        export_timeout_millis: float | None = None,
+        *,
+        meter_provider: MeterProvider | None = None,
+        policy: str | None = None,
+        tenant_key: str | None = None,
+        max_tenants: int | None = None,
+        tenant_weights: Mapping[str, float] | str | None = None,
+        priority_rules: str | Sequence[Any] | None = None,
+        max_queue_bytes: int | None = None,
+        max_export_batch_bytes: int | None = None,
+        aging_millis: float | None = None,
+        max_age_millis: Mapping[str | PriorityClass, float] | str | None = None,
+        fair_quantum_bytes: int | None = None,
+        shutdown_timeout_millis: float | None = None,
+        max_recursion_depth: int | None = None,
+    ) -> None:
+        _check_exporter(span_exporter, "span_exporter")
+        self._start(
+            Signal.TRACES,
+            span_exporter,
+            meter_provider,
+            {
+                "max_queue_size": max_queue_size,
+                "schedule_delay_millis": schedule_delay_millis,
+                "max_export_batch_size": max_export_batch_size,
+                "export_timeout_millis": export_timeout_millis,
+                "policy": policy,
+                "tenant_key": tenant_key,
+                "max_tenants": max_tenants,
+                "tenant_weights": tenant_weights,
+                "priority_rules": priority_rules,
+                "max_queue_bytes": max_queue_bytes,
+                "max_export_batch_bytes": max_export_batch_bytes,
+                "aging_millis": aging_millis,
+                "max_age_millis": max_age_millis,
+                "fair_quantum_bytes": fair_quantum_bytes,
+                "shutdown_timeout_millis": shutdown_timeout_millis,
+                "max_recursion_depth": max_recursion_depth,
+            },
+        )
+        self._offer = self._pipeline.offer
+
+    @property
+    def span_exporter(self) -> Any:
+        """The exporter, as ``BatchSpanProcessor.span_exporter`` offers it."""
+        return self._pipeline._exporter
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        pass
+
+    def on_end(self, span: ReadableSpan) -> None:
+        context = span.context
+        if context is not None and context.trace_flags.sampled:
+            self._offer(span)
+
+
+class ScheduledLogRecordProcessor(_Scheduled, LogRecordProcessor):
+    """Drop-in replacement for ``BatchLogRecordProcessor`` with a scheduled export pipeline.
+
+    Takes the same keyword-only options as :class:`ScheduledSpanProcessor`.  Log records
+    produced while exporting (an exporter logging through the OTel ``LoggingHandler``) are
+    accepted up to ``max_recursion_depth`` levels deep and dropped beyond (reason ``recursion``).
+    """
+
+    def __init__(
+        self,
+        exporter: Any,
+        schedule_delay_millis: float | None = None,
+        max_export_batch_size: int | None = None,
+        export_timeout_millis: float | None = None,
+        max_queue_size: int | None = None,
+        *,
+        meter_provider: MeterProvider | None = None,
+        policy: str | None = None,
+        tenant_key: str | None = None,
+        max_tenants: int | None = None,
+        tenant_weights: Mapping[str, float] | str | None = None,
+        priority_rules: str | Sequence[Any] | None = None,
+        max_queue_bytes: int | None = None,
+        max_export_batch_bytes: int | None = None,
+        aging_millis: float | None = None,
+        max_age_millis: Mapping[str | PriorityClass, float] | str | None = None,
+        fair_quantum_bytes: int | None = None,
+        shutdown_timeout_millis: float | None = None,
+        max_recursion_depth: int | None = None,
+    ) -> None:
+        _check_exporter(exporter, "exporter")
+        self._start(
+            Signal.LOGS,
+            exporter,
+            meter_provider,
+            {
+                "max_queue_size": max_queue_size,
+                "schedule_delay_millis": schedule_delay_millis,
+                "max_export_batch_size": max_export_batch_size,
+                "export_timeout_millis": export_timeout_millis,
+                "policy": policy,
+                "tenant_key": tenant_key,
+                "max_tenants": max_tenants,
+                "tenant_weights": tenant_weights,
+                "priority_rules": priority_rules,
+                "max_queue_bytes": max_queue_bytes,
+                "max_export_batch_bytes": max_export_batch_bytes,
+                "aging_millis": aging_millis,
+                "max_age_millis": max_age_millis,
+                "fair_quantum_bytes": fair_quantum_bytes,
+                "shutdown_timeout_millis": shutdown_timeout_millis,
+                "max_recursion_depth": max_recursion_depth,
+            },
+        )
+        self._offer = self._pipeline.offer_checked
+
+    @property
+    def exporter(self) -> Any:
+        return self._pipeline._exporter
+
+    def on_emit(self, log_record: ReadWriteLogRecord) -> None:
+        # The ReadableLogRecord copy the stock processor makes here is made on the scheduler thread.
+        self._offer(log_record)

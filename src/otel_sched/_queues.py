@@ -1,0 +1,173 @@
+"""Queues: one FIFO sub-queue per (priority class, tenant[, cost bucket]).
+
+The :class:`QueueSet` owns the tasks and the accounting (counts and predicted bytes
+per class and per tenant) that admission needs; the policy only decides *which*
+sub-queue is served next.  Tasks leave a sub-queue at its head (served) or at its
+tail (shed by admission), both O(1).
+
+Single-threaded: only the scheduler thread touches a QueueSet.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+
+from ._task import PriorityClass, Task
+
+__all__ = ["NUM_CLASSES", "QueueSet", "SubQueue"]
+
+NUM_CLASSES = len(PriorityClass)
+
+
+class SubQueue:
+    """Tasks of one (class, tenant[, bucket]) in arrival order.
+
+    Invariants: ``nbytes == sum(t.cost for t in tasks)``; ``weight > 0``.
+    ``linked``, ``deficit`` and ``turn`` belong to the policy that serves this
+    sub-queue (a sub-queue is served by exactly one policy structure).
+    """
+
+    __slots__ = (
+        "bucket",
+        "deficit",
+        "key",
+        "linked",
+        "nbytes",
+        "priority",
+        "tasks",
+        "tenant",
+        "turn",
+        "weight",
+    )
+
+    def __init__(self, key: tuple[int, str, int], weight: float) -> None:
+        self.key = key
+        self.priority, self.tenant, self.bucket = key
+        self.tasks: deque[Task] = deque()
+        self.nbytes = 0
+        self.weight = weight
+        self.linked = False
+        self.deficit = 0.0
+        self.turn = False
+
+    def __repr__(self) -> str:
+        return f"SubQueue({self.key}, n={len(self.tasks)}, bytes={self.nbytes})"
+
+
+class QueueSet:
+    """All queued tasks of one pipeline, with the accounting admission reads.
+
+    Invariants:
+      * ``count == sum(len(sq.tasks))`` and ``nbytes == sum(sq.nbytes)``;
+      * ``class_count[c]`` / ``class_bytes[c]`` are the same sums per class;
+      * ``usage[c][tenant]`` is the bytes of that tenant in class ``c``, and the
+        key is absent when the tenant has nothing queued in that class.
+    """
+
+    def __init__(
+        self,
+        weight_of: Callable[[str], float],
+        on_activate: Callable[[SubQueue], None],
+        *,
+        cost_buckets: bool = False,
+    ) -> None:
+        self._weight_of = weight_of
+        self._on_activate = on_activate
+        self._cost_buckets = cost_buckets
+        self._subqueues: dict[tuple[int, str, int], SubQueue] = {}
+        self.count = 0
+        self.nbytes = 0
+        self.class_count = [0] * NUM_CLASSES
+        self.class_bytes = [0] * NUM_CLASSES
+        self.usage: list[dict[str, int]] = [{} for _ in range(NUM_CLASSES)]
+        self.tenant_count: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[SubQueue]:
+        return iter(list(self._subqueues.values()))
+
+    def push(self, task: Task) -> SubQueue:
+        bucket = task.cost.bit_length() if self._cost_buckets else 0
+        key = (task.priority, task.tenant, bucket)
+        sq = self._subqueues.get(key)
+        if sq is None:
+            sq = self._subqueues[key] = SubQueue(key, self._weight_of(task.tenant))
+        sq.tasks.append(task)
+        self._account(sq, task, 1)
+        if len(sq.tasks) == 1:
+            self._on_activate(sq)
+        return sq
+
+    def pop_head(self, sq: SubQueue) -> Task:
+        task = sq.tasks.popleft()
+        self._account(sq, task, -1)
+        return task
+
+    def pop_tail(self, sq: SubQueue) -> Task:
+        task = sq.tasks.pop()
+        self._account(sq, task, -1)
+        return task
+
+    def newest_of(self, priority: int, tenant: str) -> SubQueue | None:
+        """The sub-queue of (priority, tenant) whose tail is the newest task."""
+        best: SubQueue | None = None
+        if not self._cost_buckets:
+            sq = self._subqueues.get((priority, tenant, 0))
+            return sq if sq is not None and sq.tasks else None
+        for sq in self._subqueues.values():  # only the predictive policy buckets; few buckets per tenant
+            if (
+                sq.priority == priority
+                and sq.tenant == tenant
+                and sq.tasks
+                and (best is None or sq.tasks[-1].seq > best.tasks[-1].seq)
+            ):
+                best = sq
+        return best
+
+    def lowest_nonempty_class(self) -> int | None:
+        for c, n in enumerate(self.class_count):
+            if n:
+                return c
+        return None
+
+    def _account(self, sq: SubQueue, task: Task, sign: int) -> None:
+        cost = task.cost * sign
+        sq.nbytes += cost
+        self.count += sign
+        self.nbytes += cost
+        c = sq.priority
+        self.class_count[c] += sign
+        self.class_bytes[c] += cost
+        usage = self.usage[c]
+        left = usage.get(sq.tenant, 0) + cost
+        if left:
+            usage[sq.tenant] = left
+        else:
+            del usage[sq.tenant]
+        tenant_left = self.tenant_count.get(sq.tenant, 0) + sign
+        if tenant_left:
+            self.tenant_count[sq.tenant] = tenant_left
+        else:
+            del self.tenant_count[sq.tenant]
+        # Keep the map bounded when tenants churn; a linked sub-queue is still referenced by the policy.
+        if not sq.tasks and sign < 0 and not sq.linked and len(self._subqueues) > 4096:
+            self._subqueues.pop(sq.key, None)
+
+    def forget_empty(self) -> int:
+        """Drop empty, unlinked sub-queues (housekeeping); returns how many."""
+        dead = [k for k, sq in self._subqueues.items() if not sq.tasks and not sq.linked]
+        for k in dead:
+            del self._subqueues[k]
+        return len(dead)
+
+    def min_seq(self) -> int | None:
+        """Smallest queued sequence number (O(number of sub-queues); used by force_flush only)."""
+        heads = [sq.tasks[0].seq for sq in self._subqueues.values() if sq.tasks]
+        return min(heads) if heads else None
+
+    def oldest_enqueued(self) -> float | None:
+        heads = [sq.tasks[0].enqueued for sq in self._subqueues.values() if sq.tasks]
+        return min(heads) if heads else None
