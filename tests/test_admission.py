@@ -53,7 +53,7 @@ def test_within_a_class_the_tenant_most_over_its_share_is_shed() -> None:
         rig.admit(tenant="noisy")
     rig.admit(tenant="quiet")
     rig.admit(tenant="quiet")
-    quiet, drops = rig.admit(tenant="quiet")
+    _, drops = rig.admit(tenant="quiet")
     assert len(drops) == 1
     victim, reason = drops[0]
     assert (victim.tenant, reason) == ("noisy", "shed_fair_share")
@@ -76,7 +76,7 @@ def test_byte_bound_sheds_enough_items_to_fit() -> None:
     rig = Rig("priority_fair", max_bytes=1000)
     for _ in range(10):
         rig.admit(priority=LOW, cost=100)
-    big, drops = rig.admit(priority=HIGH, cost=350)
+    _, drops = rig.admit(priority=HIGH, cost=350)
     assert [r for _, r in drops] == ["shed_priority"] * 4
     assert rig.queues.nbytes == 950
 
@@ -106,7 +106,7 @@ def test_shed_trace_rule_does_not_apply_without_pressure() -> None:
         rig.admit(priority=LOW, tenant="a")
     rig.admit(priority=LOW, tenant="a", trace_id=5)  # shed
     rig.drain()
-    sibling, drops = rig.admit(priority=LOW, tenant="a", trace_id=5)
+    _, drops = rig.admit(priority=LOW, tenant="a", trace_id=5)
     assert drops == []
 
 

@@ -170,6 +170,5 @@ def test_docs_configuration_table_matches_the_code() -> None:
     from otel_sched._config import options_table
 
     docs = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
-    assert options_table() in docs, (
-        "regenerate the table: python -c 'from otel_sched._config import options_table; print(options_table())'"
-    )
+    hint = "regenerate: python -c 'from otel_sched._config import options_table as t; print(t())'"
+    assert options_table() in docs, hint
