@@ -381,7 +381,9 @@ def test_the_processor_can_be_garbage_collected_and_its_threads_end() -> None:
     provider = TracerProvider(resource=RESOURCE, shutdown_on_exit=False)  # atexit would keep it alive
     provider.add_span_processor(processor)
     _spans(provider.get_tracer("gc"), 3)
-    threads = [processor._pipeline._thread, *[lane._thread for lane in processor._pipeline._lanes]]
+    pipeline = processor._pipeline
+    threads = [pipeline._thread, *[lane._thread for lane in pipeline.pool.lanes if lane._thread is not None]]
+    del pipeline
     ref = weakref.ref(processor)
     del processor, provider
     gc.collect()

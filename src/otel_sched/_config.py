@@ -182,6 +182,17 @@ def _rules(value: object) -> object:
     raise TypeError("a rule string, a sequence of rules/callables, or None")
 
 
+def _endpoints(value: object) -> tuple[str, ...]:
+    from ._exporters import parse_endpoints
+
+    if not isinstance(value, str | list | tuple):
+        raise TypeError("a comma-separated string or a list of http(s)://host:port URLs")
+    try:
+        return tuple(parse_endpoints(value))
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
+
+
 _DEFAULT_MAX_AGES: Final[Mapping[PriorityClass, float]] = {
     PriorityClass.HIGH: 2_000.0,
     PriorityClass.NORMAL: 10_000.0,
@@ -321,6 +332,30 @@ OPTIONS: Final[tuple[Option[Any], ...]] = (
         "Bytes a weight-1 tenant may send per round of the fair (deficit round robin) policies.",
     ),
     Option(
+        "max_concurrent_exports",
+        "OTEL_PYTHON_SCHED_MAX_CONCURRENT_EXPORTS",
+        8,
+        _int(1),
+        "Most export lanes (concurrent export calls, each on its own exporter instance); lanes beyond one "
+        "need an exporter_factory or a stock OTLP exporter, which is cloned.",
+    ),
+    Option(
+        "adaptive_concurrency",
+        "OTEL_PYTHON_SCHED_ADAPTIVE_CONCURRENCY",
+        True,
+        _bool,
+        "Adapt the number of concurrent exports to measured latency and errors (AIMD), starting at 1; "
+        "false: always use every lane.",
+    ),
+    Option(
+        "endpoints",
+        "OTEL_PYTHON_SCHED_ENDPOINTS",
+        (),
+        _endpoints,
+        "Comma-separated collector URLs to spread exports over, with failover; unset: the exporter's "
+        "own endpoint.",
+    ),
+    Option(
         "shutdown_timeout_millis",
         "OTEL_PYTHON_SCHED_SHUTDOWN_TIMEOUT_MILLIS",
         30000.0,
@@ -358,6 +393,9 @@ class Config:
     aging_millis: float
     max_age_millis: Mapping[PriorityClass, float]
     fair_quantum_bytes: int
+    max_concurrent_exports: int
+    adaptive_concurrency: bool
+    endpoints: tuple[str, ...]
     shutdown_timeout_millis: float
     max_recursion_depth: int
     sources: Mapping[str, str] = field(default_factory=dict)  # option -> "code" | "env" | "default"
@@ -448,7 +486,7 @@ def _render_default(option: Option[Any]) -> str:
     value = option.default(Signal.TRACES) if callable(option.default) else option.default
     if option.name == "max_age_millis":
         return ", ".join(f"{c.name.lower()}={int(v)}" for c, v in sorted(value.items(), reverse=True))
-    if value is None or value == {}:
+    if value is None or value == {} or value == ():
         return "unset"
     if isinstance(value, float) and value.is_integer():
         return str(int(value))

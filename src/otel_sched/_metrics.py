@@ -73,6 +73,7 @@ class Stats:
         self.export_calls = 0
         self.export_failures = 0
         self.late_results = 0
+        self.retried = 0  # batches sent again to another endpoint after a failure
         self.dropped: Counter[str] = Counter()
         self.class_exported = [0] * len(PriorityClass)
         self.class_dropped = [0] * len(PriorityClass)

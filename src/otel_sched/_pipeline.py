@@ -33,14 +33,18 @@ from opentelemetry.sdk.resources import Resource
 from ._admission import Admission
 from ._batching import BatchFormer
 from ._classify import Classifier, TenantRegistry
+from ._concurrency import AIMDController, Mode, ModeMachine
+from ._concurrency import Signal as Feedback
 from ._config import Config
 from ._cost_model import CostModel
+from ._exporters import ExporterSpec, build_spec
 from ._metrics import SelfMetrics, Stats
 from ._policies import deadline_for, make_policy
 from ._priority_rules import compile_rules
 from ._queues import QueueSet
+from ._routing import Router
 from ._task import PriorityClass, Signal, Task
-from ._workers import Lane, Outcome, export_depth, register_thread, unregister_thread
+from ._workers import Job, Lane, LanePool, Outcome, export_depth, register_thread, unregister_thread
 
 __all__ = ["Pipeline"]
 
@@ -92,11 +96,18 @@ class Pipeline:
     """One processor's scheduled export pipeline.  See the module docstring for the thread model."""
 
     def __init__(
-        self, config: Config, exporter: Any, *, meter_provider: Any = None, metrics_enabled: bool = False
+        self,
+        config: Config,
+        exporter: Any,
+        *,
+        exporter_factory: Callable[..., Any] | None = None,
+        meter_provider: Any = None,
+        metrics_enabled: bool = False,
     ) -> None:
         self.config = config
         self.signal = config.signal
         self._exporter = exporter
+        self._spec: ExporterSpec = build_spec(exporter, exporter_factory, list(config.endpoints))
         self._meter_provider = meter_provider
         self._metrics_enabled = metrics_enabled
         self._priority_of = compile_rules(config.priority_rules, config.signal.value)
@@ -143,19 +154,42 @@ class Pipeline:
             self._gauges,
         )
         self._intake: deque[Any] = deque()
-        self._completions: deque[tuple[Lane, list[Task], Outcome, float]] = deque()
+        self._completions: deque[tuple[Lane, Job, Outcome, float]] = deque()
         self._requests: deque[_Request] = deque()
         self._pending: list[_Request] = []
         self._wake = threading.Event()
         self._sleeping = False
         # An append to an intake already holding this many items wakes the scheduler.
         self._wake_after = 0
-        self._in_flight = 0
+        self._in_flight = 0  # items in jobs that were submitted and have not completed or timed out
+        self._jobs_in_flight = 0
+        self._retries: deque[Job] = deque()
+        self._hung: set[Lane] = set()  # timed out, no replacement possible: wait for the call to return
         self._pid = os.getpid()
         prefix = f"otel-sched-{cfg.signal.value}"
-        self._lanes = [Lane(0, self._exporter, f"{prefix}-lane-0", self._lane_done)]
+        self._build_pool(prefix)
         self._thread = threading.Thread(target=self._run, name=f"{prefix}-scheduler", daemon=True)
         self._thread.start()
+
+    def _build_pool(self, prefix: str) -> None:
+        spec, cfg = self._spec, self.config
+        endpoints = spec.endpoints or [""]
+        total = cfg.max_concurrent_exports if spec.can_multiply else 1
+        per_endpoint = [
+            total // len(endpoints) + (1 if i < total % len(endpoints) else 0) for i in range(len(endpoints))
+        ]
+        per_endpoint = [max(1, n) for n in per_endpoint]
+
+        def make(endpoint: int) -> Any:
+            return spec.make(spec.endpoints[endpoint] if spec.endpoints else None)
+
+        # With explicit endpoints every lane is built for its endpoint; the user's instance is a template.
+        first = make(0) if spec.endpoints else spec.first
+        self.pool = LanePool(prefix, make, first, spec.asynchronous, per_endpoint, self._lane_done)
+        self.router = Router(spec.endpoints or ["default"])
+        lanes = self.pool.live_lanes()
+        self.controller = AIMDController(lanes, adaptive=cfg.adaptive_concurrency)
+        self.modes = ModeMachine()
 
     def _after_fork_in_child(self) -> None:
         # Parent threads do not exist here and their locks may be held: rebuild everything.
@@ -238,26 +272,14 @@ class Pipeline:
         self._wake.set()
 
     def _shutdown_exporters(self, deadline: float) -> None:
-        seen: set[int] = set()
-        for lane in self._lanes:
-            exporter = lane.exporter
-            if id(exporter) in seen:
-                continue
-            seen.add(id(exporter))
-            try:
-                shutdown = exporter.shutdown
-                remaining = max(deadline - time.monotonic(), 0.0) * 1000.0
-                try:
-                    shutdown(timeout_millis=remaining)
-                except TypeError:
-                    shutdown()
-            except Exception:
-                _logger.exception("Exporter %s raised in shutdown()", type(exporter).__name__)
+        self.pool.shutdown_exporters(deadline)
+        if self._spec.endpoints:  # the user's instance was only a template: it is still ours to close
+            self.pool._close_exporter(self._exporter, deadline)
 
     # -- the scheduler thread ------------------------------------------------------------------------------
 
-    def _lane_done(self, lane: Lane, batch: list[Task], outcome: Outcome, seconds: float) -> None:
-        self._completions.append((lane, batch, outcome, seconds))
+    def _lane_done(self, lane: Lane, job: Job, outcome: Outcome, seconds: float) -> None:
+        self._completions.append((lane, job, outcome, seconds))
         self._wake.set()
 
     def _run(self) -> None:
@@ -333,53 +355,97 @@ class Pipeline:
         if self.metrics.enabled:
             self.metrics.dropped((reason, t.priority, t.tenant) for t, reason in drops)
 
-    def _idle_lane(self) -> Lane | None:
-        for lane in self._lanes:
-            if not lane.busy and not lane.hung:
-                return lane
-        return None
+    def _may_dispatch(self, now: float) -> bool:
+        in_flight = self._jobs_in_flight
+        return (
+            in_flight < self.pool.live_lanes() - len(self._hung)
+            and self.controller.may_dispatch(now, in_flight)
+            and self.modes.may_dispatch(now, in_flight)
+            and self.router.pick(now) is not None
+        )
 
     def _dispatch(self, now: float) -> None:
         flushing = bool(self._pending)
-        while True:
-            lane = self._idle_lane()
-            if lane is None or not self.former.due(self.queues, now, flushing=flushing):
-                break
-            batch = self.former.form(self.queues, self.policy, now)
-            if not batch:
-                break
-            waits = [now - task.enqueued for task in batch]
-            self.stats.queue_wait.extend(waits)
-            missed = self.stats.deadline_missed
-            for task in batch:
-                if now > task.deadline:
-                    missed[task.priority] += 1
-            if self.metrics.enabled:
-                self.metrics.waited(waits)
-            depth = max(task.depth for task in batch)
-            self._in_flight += len(batch)
-            lane.submit(batch, depth)
-        # Wake for a full batch when a lane is free; otherwise classify in chunks (admission still matters).
-        # An empty queue wakes on the first item (it starts the batch window).
-        if self._idle_lane() is None:
+        while self._may_dispatch(now):
+            if self._retries:
+                job = self._retries[0]
+                endpoint = self.router.pick(now, job.tried)
+                if endpoint is None:  # every other endpoint is out as well: the batch is lost
+                    self._retries.popleft()
+                    self._in_flight -= len(job.batch)
+                    self._drop([(t, "export_failed") for t in job.batch])
+                    continue
+                self._retries.popleft()
+                job.routed = job.endpoint = endpoint
+                job.tried = job.tried | {endpoint}
+            else:
+                endpoint = self.router.pick(now)
+                if endpoint is None or not self.former.due(self.queues, now, flushing=flushing):
+                    break
+                batch = self.former.form(self.queues, self.policy, now)
+                if not batch:
+                    break
+                job = Job(batch, max(task.depth for task in batch), endpoint)
+                self._note_dispatch(batch, now)
+                self._in_flight += len(batch)
+            self._jobs_in_flight += 1
+            self.router.started(endpoint)
+            self.controller.dispatched(now)
+            self.pool.submit(job, self.pool.lane_for(endpoint))
+        # Wake for a full batch when a job could go; otherwise classify in chunks (admission still matters).
+        if not self._may_dispatch(now):
             self._wake_after = self._intake_cap // 8
         elif self.queues.count:
             self._wake_after = max(0, self.former.max_items - self.queues.count - 1)
         else:
             self._wake_after = 0
 
+    def _note_dispatch(self, batch: list[Task], now: float) -> None:
+        waits = [now - task.enqueued for task in batch]
+        self.stats.queue_wait.extend(waits)
+        if self.metrics.enabled:
+            self.metrics.waited(waits)
+        missed = self.stats.deadline_missed
+        for task in batch:
+            if now > task.deadline:
+                missed[task.priority] += 1
+
     def _drain_completions(self) -> None:
         completions = self._completions
+        now = time.monotonic()
         while completions:
-            lane, batch, outcome, seconds = completions.popleft()
-            lane.busy = False
-            lane.current = None
-            if lane.hung:  # already counted as export_timeout when it overran
-                lane.hung = False
+            lane, job, outcome, seconds = completions.popleft()
+            self.router.finished(job.routed)
+            if job.timed_out:  # already counted as export_timeout when it overran
+                self._hung.discard(lane)
                 self.stats.late_results += 1
                 continue
-            self._in_flight -= len(batch)
-            self._finish_batch(batch, outcome, seconds)
+            self._jobs_in_flight -= 1
+            ok = outcome is Outcome.SUCCESS
+            self.router.record(job.endpoint, now, ok, seconds)
+            self.pool.endpoint_ok[job.endpoint] = ok
+            self.controller.observe(now, seconds, Feedback.OK if ok else Feedback.ERROR)
+            self._note_mode(self.modes.on_result(now, ok, self.router.all_down(now)))
+            if not ok and len(job.tried) < len(self.router.endpoints):
+                job.attempts += 1
+                self._retries.append(job)  # try another endpoint before giving the batch up
+                self.stats.retried += 1
+                continue
+            self._in_flight -= len(job.batch)
+            self._finish_batch(job.batch, outcome, seconds)
+
+    def _note_mode(self, mode: Mode | None) -> None:
+        if mode is None:
+            return
+        if mode is Mode.DEGRADED:
+            _logger.warning(
+                "otel-sched %s pipeline: every export endpoint is failing; degraded mode: probing every "
+                "%.1fs, shedding by priority meanwhile",
+                self.signal.value,
+                self.modes.backoff,
+            )
+        else:
+            _logger.warning("otel-sched %s pipeline: export mode is now %s", self.signal.value, mode.value)
 
     def _finish_batch(self, batch: list[Task], outcome: Outcome, seconds: float) -> None:
         stats = self.stats
@@ -399,25 +465,42 @@ class Pipeline:
                 Outcome.FAILURE: "export_failed",
                 Outcome.ERROR: "export_error",
                 Outcome.INVALID: "export_invalid_result",
+                Outcome.CANCELLED: "export_timeout",
             }[outcome]
             self._drop([(t, reason) for t in batch])
 
     def _check_hung(self, now: float) -> None:
-        for lane in self._lanes:
-            if lane.busy and not lane.hung and now - lane.started_at > self._timeout:
-                lane.hung = True
-                batch = lane.current or []
-                self._in_flight -= len(batch)
-                self.stats.export_calls += 1
-                self.stats.export_failures += 1
-                _logger.warning(
-                    "otel-sched: exporter %s did not return within export_timeout_millis=%s; "
-                    "counting %d items as dropped (export_timeout) and waiting for the lane",
-                    type(lane.exporter).__name__,
-                    self.config.export_timeout_millis,
-                    len(batch),
-                )
-                self._drop([(t, "export_timeout") for t in batch])
+        for job in self.pool.running():
+            if job.timed_out or now - job.started_at <= self._timeout:
+                continue
+            job.timed_out = True
+            lane = job.lane
+            assert lane is not None
+            self._jobs_in_flight -= 1
+            self._in_flight -= len(job.batch)
+            self.stats.export_calls += 1
+            self.stats.export_failures += 1
+            self.router.record(job.endpoint, now, False, now - job.started_at)
+            self.pool.endpoint_ok[job.endpoint] = False
+            self.controller.observe(now, now - job.started_at, Feedback.TIMEOUT)
+            self._note_mode(self.modes.on_result(now, False, self.router.all_down(now)))
+            if lane.asynchronous:
+                action = "cancelled it"
+                self.pool.cancel_async(lane)
+            elif self._spec.can_multiply and self.pool.replace(lane) is not None:
+                action = "replaced the lane with a fresh exporter"
+            else:
+                action = "waiting for the call to return"
+                self._hung.add(lane)
+            _logger.warning(
+                "otel-sched: exporter %s did not return within export_timeout_millis=%s; counting %d items "
+                "as dropped (export_timeout); %s",
+                type(lane.exporter).__name__,
+                self.config.export_timeout_millis,
+                len(job.batch),
+                action,
+            )
+            self._drop([(t, "export_timeout") for t in job.batch])
 
     def _covered(self, request: _Request) -> bool:
         """No queued or in-flight task has a seq at or below the request's target."""
@@ -425,10 +508,8 @@ class Pipeline:
         low = self.queues.min_seq()
         if low is not None and low <= target:
             return False
-        for lane in self._lanes:
-            if lane.busy and not lane.hung and lane.current and min(t.seq for t in lane.current) <= target:
-                return False
-        return True
+        jobs = [*self._retries, *self.pool.pending()]
+        return not any(not job.timed_out and min(t.seq for t in job.batch) <= target for job in jobs)
 
     def _settle_requests(self, now: float) -> bool:
         finished = False
@@ -452,8 +533,7 @@ class Pipeline:
             for request in self._pending:
                 request.done.set()
             self._pending = []
-            for lane in self._lanes:
-                lane.stop()
+            self.pool.stop()
         return finished
 
     def _abandon(self, request: _Request) -> None:
@@ -462,6 +542,10 @@ class Pipeline:
         for sq in self.queues:
             while sq.tasks:
                 leftovers.append((self.queues.pop_head(sq), "shutdown_timeout"))
+        while self._retries:
+            job = self._retries.popleft()
+            self._in_flight -= len(job.batch)
+            leftovers.extend((t, "shutdown_timeout") for t in job.batch)
         if leftovers:
             _logger.warning(
                 "otel-sched: shutdown timed out with %d items queued; they are dropped", len(leftovers)
@@ -470,13 +554,18 @@ class Pipeline:
 
     def _next_timeout(self, now: float) -> float | None:
         candidates: list[float] = []
-        if self._idle_lane() is not None:
+        if self._may_dispatch(now):
             due = self.former.next_due(self.queues)
             if due is not None:
                 candidates.append(due)
-        for lane in self._lanes:
-            if lane.busy and not lane.hung:
-                candidates.append(lane.started_at + self._timeout)
+        elif self.queues.count or self._retries:
+            # Blocked by a pause, a probe backoff or an open circuit: wake when that ends.
+            for t in (self.controller.paused_until, self.modes.next_probe, self.router.next_reopen()):
+                if t is not None and t > now:
+                    candidates.append(t)
+        for job in self.pool.pending():  # a job not yet taken by its lane will start about now
+            if not job.timed_out:
+                candidates.append((job.started_at or now) + self._timeout)
         for request in self._pending:
             candidates.append(request.deadline)
         if not candidates:
@@ -504,7 +593,7 @@ class Pipeline:
             {
                 "signal": self.signal.value,
                 "policy": self.config.policy,
-                "mode": "shutdown" if self._shutdown else "normal",
+                "mode": "shutdown" if self._shutdown else self.modes.mode.value,
                 "received": self.classifier.last_seq + intake + sum(self.stats.app_drop_counts().values()),
                 "queued": queued,
                 "queued_bytes": queues.nbytes,
@@ -512,9 +601,31 @@ class Pipeline:
                 "in_flight": self._in_flight,
                 "capacity": {"items": self.config.max_queue_size, "bytes": self.config.max_queue_bytes},
                 "concurrency": {
-                    "lanes": len(self._lanes),
-                    "in_flight": sum(1 for lane in self._lanes if lane.busy),
-                    "hung": sum(1 for lane in self._lanes if lane.hung),
+                    "lanes": self.pool.live_lanes(),
+                    "in_flight": self._jobs_in_flight,
+                    "limit": self.controller.limit,
+                    "max": self.controller.max_limit,
+                    "hung": len(self._hung),
+                    "replaced": self.pool.replaced,
+                    "stolen": sum(lane.stolen for lane in self.pool.lanes),
+                    "increases": self.controller.increases,
+                    "decreases": self.controller.decreases,
+                    "asynchronous": self.pool.asynchronous,
+                },
+                "endpoints": [
+                    {
+                        "name": ep.name,
+                        "healthy": ep.failures == 0,
+                        "latency_ms": ep.latency * 1000.0,
+                        "in_flight": ep.in_flight,
+                        "consecutive_failures": ep.failures,
+                    }
+                    for ep in self.router.endpoints
+                ],
+                "retried_batches": self.stats.retried,
+                "async_loop": {
+                    "max_lag_ms": self.pool.max_loop_lag * 1000.0,
+                    "blocked": self.pool.loop_blocked,
                 },
                 "cost_model": {
                     "base_ms": self.cost_model.base * 1000.0,

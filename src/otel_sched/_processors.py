@@ -21,12 +21,13 @@ from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
 from opentelemetry.sdk.environment_variables import OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED
 from opentelemetry.sdk.environment_variables._internal import parse_boolean_environment_variable
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from typing_extensions import TypedDict, Unpack
 
 from ._config import resolve_config
 from ._pipeline import Pipeline, shutdown_all
 from ._task import PriorityClass, Signal
 
-__all__ = ["ScheduledLogRecordProcessor", "ScheduledSpanProcessor"]
+__all__ = ["ScheduledLogRecordProcessor", "ScheduledSpanProcessor", "SchedulerOptions"]
 
 atexit.register(shutdown_all)
 
@@ -46,12 +47,21 @@ class _Scheduled:
     _offer: Callable[[Any], None]
 
     def _start(
-        self, signal: Signal, exporter: Any, meter_provider: MeterProvider | None, options: dict[str, Any]
+        self,
+        signal: Signal,
+        exporter: Any,
+        meter_provider: MeterProvider | None,
+        exporter_factory: Callable[..., Any] | None,
+        options: dict[str, Any],
     ) -> None:
         config = resolve_config(signal, **options)
         metrics = parse_boolean_environment_variable(OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED)
         self._pipeline = pipeline = Pipeline(
-            config, exporter, meter_provider=meter_provider, metrics_enabled=metrics
+            config,
+            exporter,
+            exporter_factory=exporter_factory,
+            meter_provider=meter_provider,
+            metrics_enabled=metrics,
         )
         # The pipeline holds no reference back: collecting the processor drains and stops it.
         # Not at exit: finalize's own exit hook would only *start* the drain; shutdown_all waits for it.
@@ -87,16 +97,33 @@ class _Scheduled:
         return self._pipeline.snapshot()
 
 
-_SchedOptions = dict[str, Any]
+class SchedulerOptions(TypedDict, total=False):
+    """The keyword-only options both processors take (see docs/configuration.md)."""
+
+    policy: str
+    tenant_key: str
+    max_tenants: int
+    tenant_weights: Mapping[str, float] | str
+    priority_rules: str | Sequence[Any]
+    max_queue_bytes: int
+    max_export_batch_bytes: int
+    aging_millis: float
+    max_age_millis: Mapping[str | PriorityClass, float] | str
+    fair_quantum_bytes: int
+    max_concurrent_exports: int
+    adaptive_concurrency: bool
+    endpoints: str | Sequence[str]
+    shutdown_timeout_millis: float
+    max_recursion_depth: int
 
 
 class ScheduledSpanProcessor(_Scheduled, SpanProcessor):
     """Drop-in replacement for ``BatchSpanProcessor`` with a scheduled export pipeline.
 
-    Keyword-only options (each also an ``OTEL_PYTHON_SCHED_*`` variable; see docs/configuration.md):
-    ``policy``, ``tenant_key``, ``max_tenants``, ``tenant_weights``, ``priority_rules``,
-    ``max_queue_bytes``, ``max_export_batch_bytes``, ``aging_millis``, ``max_age_millis``,
-    ``fair_quantum_bytes``, ``shutdown_timeout_millis``, ``max_recursion_depth``.
+    Positional arguments are the stock ones.  Keyword-only: ``meter_provider`` (as in the SDK),
+    ``exporter_factory`` (a callable returning a new exporter, for more export lanes; called with
+    the endpoint URL when it takes an argument and ``endpoints`` are set) and the options of
+    :class:`SchedulerOptions`, each also an ``OTEL_PYTHON_SCHED_*`` variable (docs/configuration.md).
     """
 
     def __init__(
@@ -108,41 +135,21 @@ class ScheduledSpanProcessor(_Scheduled, SpanProcessor):
         export_timeout_millis: float | None = None,
         *,
         meter_provider: MeterProvider | None = None,
-        policy: str | None = None,
-        tenant_key: str | None = None,
-        max_tenants: int | None = None,
-        tenant_weights: Mapping[str, float] | str | None = None,
-        priority_rules: str | Sequence[Any] | None = None,
-        max_queue_bytes: int | None = None,
-        max_export_batch_bytes: int | None = None,
-        aging_millis: float | None = None,
-        max_age_millis: Mapping[str | PriorityClass, float] | str | None = None,
-        fair_quantum_bytes: int | None = None,
-        shutdown_timeout_millis: float | None = None,
-        max_recursion_depth: int | None = None,
+        exporter_factory: Callable[..., Any] | None = None,
+        **options: Unpack[SchedulerOptions],
     ) -> None:
         _check_exporter(span_exporter, "span_exporter")
         self._start(
             Signal.TRACES,
             span_exporter,
             meter_provider,
+            exporter_factory,
             {
                 "max_queue_size": max_queue_size,
                 "schedule_delay_millis": schedule_delay_millis,
                 "max_export_batch_size": max_export_batch_size,
                 "export_timeout_millis": export_timeout_millis,
-                "policy": policy,
-                "tenant_key": tenant_key,
-                "max_tenants": max_tenants,
-                "tenant_weights": tenant_weights,
-                "priority_rules": priority_rules,
-                "max_queue_bytes": max_queue_bytes,
-                "max_export_batch_bytes": max_export_batch_bytes,
-                "aging_millis": aging_millis,
-                "max_age_millis": max_age_millis,
-                "fair_quantum_bytes": fair_quantum_bytes,
-                "shutdown_timeout_millis": shutdown_timeout_millis,
-                "max_recursion_depth": max_recursion_depth,
+                **options,
             },
         )
         self._offer = self._pipeline.offer
@@ -164,9 +171,10 @@ class ScheduledSpanProcessor(_Scheduled, SpanProcessor):
 class ScheduledLogRecordProcessor(_Scheduled, LogRecordProcessor):
     """Drop-in replacement for ``BatchLogRecordProcessor`` with a scheduled export pipeline.
 
-    Takes the same keyword-only options as :class:`ScheduledSpanProcessor`.  Log records
-    produced while exporting (an exporter logging through the OTel ``LoggingHandler``) are
-    accepted up to ``max_recursion_depth`` levels deep and dropped beyond (reason ``recursion``).
+    Positional arguments are the stock ones (note their order differs from the span processor's,
+    as in the SDK); keyword-only options as :class:`ScheduledSpanProcessor`.  Log records produced
+    while exporting (an exporter logging through the OTel ``LoggingHandler``) are accepted up to
+    ``max_recursion_depth`` levels deep and dropped beyond (reason ``recursion``).
     """
 
     def __init__(
@@ -178,41 +186,21 @@ class ScheduledLogRecordProcessor(_Scheduled, LogRecordProcessor):
         max_queue_size: int | None = None,
         *,
         meter_provider: MeterProvider | None = None,
-        policy: str | None = None,
-        tenant_key: str | None = None,
-        max_tenants: int | None = None,
-        tenant_weights: Mapping[str, float] | str | None = None,
-        priority_rules: str | Sequence[Any] | None = None,
-        max_queue_bytes: int | None = None,
-        max_export_batch_bytes: int | None = None,
-        aging_millis: float | None = None,
-        max_age_millis: Mapping[str | PriorityClass, float] | str | None = None,
-        fair_quantum_bytes: int | None = None,
-        shutdown_timeout_millis: float | None = None,
-        max_recursion_depth: int | None = None,
+        exporter_factory: Callable[..., Any] | None = None,
+        **options: Unpack[SchedulerOptions],
     ) -> None:
         _check_exporter(exporter, "exporter")
         self._start(
             Signal.LOGS,
             exporter,
             meter_provider,
+            exporter_factory,
             {
                 "max_queue_size": max_queue_size,
                 "schedule_delay_millis": schedule_delay_millis,
                 "max_export_batch_size": max_export_batch_size,
                 "export_timeout_millis": export_timeout_millis,
-                "policy": policy,
-                "tenant_key": tenant_key,
-                "max_tenants": max_tenants,
-                "tenant_weights": tenant_weights,
-                "priority_rules": priority_rules,
-                "max_queue_bytes": max_queue_bytes,
-                "max_export_batch_bytes": max_export_batch_bytes,
-                "aging_millis": aging_millis,
-                "max_age_millis": max_age_millis,
-                "fair_quantum_bytes": fair_quantum_bytes,
-                "shutdown_timeout_millis": shutdown_timeout_millis,
-                "max_recursion_depth": max_recursion_depth,
+                **options,
             },
         )
         self._offer = self._pipeline.offer_checked

@@ -1,31 +1,42 @@
-"""Workers: export lanes, and the thread registry behind recursion control.
+"""Workers: the hybrid pool of export lanes, and the thread registry behind recursion control.
 
-A :class:`Lane` owns one exporter instance and one daemon thread.  The scheduler
-hands it one batch at a time; the lane calls ``exporter.export`` under the
-suppress-instrumentation context and reports the outcome through a callback.
+Layer boundary: the scheduler thread decides *whether* a batch may go (concurrency
+limit, mode, endpoint health) and *where* it should go; this module only executes.
+
+* A :class:`Lane` owns one exporter instance.  A *sync* lane is a daemon thread; an
+  *async* lane is a slot on the pool's single asyncio event loop, which runs in a
+  daemon thread of its own (never on the application's loop).
+* Formed batches (:class:`Job`) wait on per-lane deques.  A lane takes from its own
+  deque first and, when that is empty, steals the newest job of the most loaded
+  other lane -- so one slow endpoint or exporter instance does not sit on work that
+  an idle lane could send.
 
 Guarantees:
-  * ``export`` is never called concurrently on a lane's exporter (one thread, one
-    batch at a time), as the SDK specification requires;
-  * a lane whose export overran its deadline is marked ``hung`` by the scheduler
-    and gets no new batch until the call returns; its late result is reported
-    with ``late=True``, never as a second outcome for the same batch;
-  * the thread keeps no reference to the processor, so the processor can be
-    garbage collected while a lane is idle or hung.
+  * ``export`` is never called concurrently on one exporter instance: a lane runs one
+    job at a time and no two lanes share an instance;
+  * every submitted job produces exactly one completion callback, from the lane that
+    ran it (a job overtaken by its timeout still reports, flagged by the scheduler as
+    late);
+  * a replaced (hung) lane takes no new job; its thread ends when its call returns
+    and then shuts its exporter down;
+  * threads hold no reference to the processor, so it can be garbage collected.
 
-Recursion control: every thread this package starts is registered with the depth
-of the work it is doing.  Telemetry produced on those threads (an exporter that
-logs through the OTel ``LoggingHandler``) is tagged one level deeper, and items
-deeper than the configured maximum are dropped and counted instead of feeding the
-pipeline forever.
+Recursion control: every thread this package starts is registered with the depth of
+the work it is doing.  Telemetry produced on those threads (an exporter logging
+through the OTel ``LoggingHandler``) is tagged one level deeper, and items deeper
+than the configured maximum are dropped and counted instead of feeding the pipeline
+forever.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
+import inspect
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -33,12 +44,15 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach,
 
 from ._task import Task
 
-__all__ = ["Lane", "Outcome", "export_depth", "register_thread", "unregister_thread"]
+__all__ = ["Job", "Lane", "LanePool", "Outcome", "export_depth", "register_thread", "unregister_thread"]
 
 _logger = logging.getLogger(__name__)
 
 # thread ident -> a one-element list holding the depth of the work on that thread.
 _THREADS: dict[int, list[int]] = {}
+
+_LAG_PERIOD = 0.1  # seconds between event-loop heartbeats
+_LAG_BLOCKED = 0.1  # a heartbeat this late means something blocked the loop
 
 
 def register_thread(depth: int = 0) -> list[int]:
@@ -62,96 +76,367 @@ class Outcome(str, enum.Enum):
     FAILURE = "failure"  # the exporter returned FAILURE
     ERROR = "error"  # the exporter raised
     INVALID = "invalid"  # the exporter returned something that is not an export result
+    CANCELLED = "cancelled"  # an async export cancelled at its timeout
+
+
+def _outcome_of(result: Any, exporter: Any) -> Outcome:
+    # By name: SpanExportResult, LogRecordExportResult and the deprecated LogExportResult all count.
+    name = getattr(result, "name", None)
+    if name == "SUCCESS":
+        return Outcome.SUCCESS
+    if name == "FAILURE":
+        return Outcome.FAILURE
+    _logger.error(
+        "Exporter %s returned %r instead of an export result; counting the batch as failed",
+        type(exporter).__name__,
+        result,
+    )
+    return Outcome.INVALID
+
+
+class Job:
+    """One formed batch on its way to an exporter."""
+
+    __slots__ = (
+        "attempts",
+        "batch",
+        "depth",
+        "endpoint",
+        "lane",
+        "routed",
+        "started_at",
+        "timed_out",
+        "tried",
+    )
+
+    def __init__(self, batch: list[Task], depth: int, routed: int) -> None:
+        self.batch = batch
+        self.depth = depth
+        self.routed = routed  # endpoint the scheduler chose (its in-flight count was raised)
+        self.endpoint = routed  # endpoint it was actually sent to
+        self.attempts = 1
+        self.tried: frozenset[int] = frozenset((routed,))
+        self.lane: Lane | None = None
+        self.started_at = 0.0
+        self.timed_out = False  # set by the scheduler: its result will be late and is not counted again
+
+
+DoneCallback = Callable[["Lane", Job, Outcome, float], None]
 
 
 class Lane:
-    """One exporter instance driven by one thread.  See the module docstring for guarantees."""
+    """One exporter instance; sync (own thread) or async (a slot on the pool's loop)."""
 
-    def __init__(
-        self,
-        index: int,
-        exporter: Any,
-        name: str,
-        on_done: Callable[[Lane, list[Task], Outcome, float], None],
-    ) -> None:
+    def __init__(self, pool: LanePool, index: int, endpoint: int, exporter: Any, asynchronous: bool) -> None:
+        self.pool = pool
         self.index = index
+        self.endpoint = endpoint
         self.exporter = exporter
-        self._on_done = on_done
-        self._cond = threading.Condition(threading.Lock())
-        self._batch: list[Task] | None = None  # guarded by _cond; set by submit, cleared by the thread
-        self._stop = False
-        # Written by the scheduler thread only:
-        self.busy = False
-        self.hung = False
-        self.started_at = 0.0
-        self.depth = 0
-        self.current: list[Task] | None = None
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+        self.asynchronous = asynchronous
+        self.jobs: deque[Job] = deque()  # waiting for this lane (others may steal); guarded by pool.cond
+        self.current: Job | None = None  # guarded by pool.cond
+        self.retired = False  # replaced after a hang: takes no new job
+        self.stolen = 0
+        self.task: asyncio.Future[Any] | None = None
+        self._thread: threading.Thread | None = None
+        if not asynchronous:
+            self._thread = threading.Thread(target=self._run, name=f"{pool.name}-lane-{index}", daemon=True)
+            self._thread.start()
 
-    def submit(self, batch: list[Task], depth: int) -> None:
-        if self.busy:
-            raise RuntimeError(f"lane {self.index} is busy: a lane exports one batch at a time")
-        self.busy = True
-        self.current = batch
-        self.depth = depth
-        self.started_at = time.monotonic()
-        with self._cond:
-            self._batch = batch
-            self._cond.notify()
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stop = True
-            self._cond.notify()
+    @property
+    def busy(self) -> bool:
+        return self.current is not None
 
     def join(self, timeout: float) -> bool:
+        if self._thread is None:
+            return True
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
+    # -- sync lanes ---------------------------------------------------------------------------------
+
     def _run(self) -> None:
         cell = register_thread()
+        pool = self.pool
         try:
             while True:
-                with self._cond:
-                    while self._batch is None and not self._stop:
-                        self._cond.wait()
-                    if self._batch is None:
-                        return
-                    batch = self._batch
-                    self._batch = None
-                cell[0] = self.depth + 1
-                outcome, seconds = self._export(batch)
+                with pool.cond:
+                    job = pool._take(self)
+                    while job is None:
+                        if pool.stopping or self.retired:
+                            return
+                        pool.cond.wait()
+                        job = pool._take(self)
+                cell[0] = job.depth + 1
+                outcome, seconds = self._export_sync(job.batch)
                 cell[0] = 0
-                self._on_done(self, batch, outcome, seconds)
+                pool._finish(self, job, outcome, seconds)
         finally:
             unregister_thread()
+            if self.retired:
+                pool._close_exporter(self.exporter)
 
-    def _export(self, batch: Sequence[Task]) -> tuple[Outcome, float]:
+    def _export_sync(self, batch: Sequence[Task]) -> tuple[Outcome, float]:
         items = [t.item for t in batch]
         token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
         start = time.monotonic()
         try:
-            result = self.exporter.export(items)
+            outcome = _outcome_of(self.exporter.export(items), self.exporter)
         except Exception:  # an exporter that raises must not kill the lane
             _logger.exception(
                 "Exporter %s raised while exporting %d items", type(self.exporter).__name__, len(items)
             )
             outcome = Outcome.ERROR
-        else:
-            # By name: SpanExportResult, LogRecordExportResult and the deprecated LogExportResult all count.
-            name = getattr(result, "name", None)
-            if name == "SUCCESS":
-                outcome = Outcome.SUCCESS
-            elif name == "FAILURE":
-                outcome = Outcome.FAILURE
-            else:
-                _logger.error(
-                    "Exporter %s returned %r instead of an export result; counting the batch as failed",
-                    type(self.exporter).__name__,
-                    result,
-                )
-                outcome = Outcome.INVALID
         finally:
             detach(token)
         return outcome, time.monotonic() - start
+
+    # -- async lanes (run on the pool's loop) ----------------------------------------------------------
+
+    async def export_async(self, job: Job) -> None:
+        items = [t.item for t in job.batch]
+        method = getattr(self.exporter, "aexport", None) or self.exporter.export
+        token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+        start = time.monotonic()
+        try:
+            outcome = _outcome_of(await method(items), self.exporter)
+        except asyncio.CancelledError:
+            outcome = Outcome.CANCELLED
+        except Exception:
+            _logger.exception(
+                "Async exporter %s raised while exporting %d items", type(self.exporter).__name__, len(items)
+            )
+            outcome = Outcome.ERROR
+        finally:
+            detach(token)
+        self.pool._finish(self, job, outcome, time.monotonic() - start)
+        self.pool._kick_async()
+
+
+class LanePool:
+    """Lanes grouped by endpoint, per-lane job deques with stealing, and the asyncio loop.
+
+    ``cond`` guards every lane's ``jobs`` and ``current``; it is held only for deque
+    operations, never across an export.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        make_exporter: Callable[[int], Any],
+        first: Any,
+        asynchronous: bool,
+        lanes_per_endpoint: list[int],
+        on_done: DoneCallback,
+    ) -> None:
+        self.name = name
+        self.cond = threading.Condition(threading.Lock())
+        self.stopping = False
+        self.asynchronous = asynchronous
+        self._make_exporter = make_exporter
+        self._on_done = on_done
+        self.replaced = 0
+        # Written by the scheduler: a lane of an endpoint taken out of rotation steals nothing.
+        self.endpoint_ok = [True] * len(lanes_per_endpoint)
+        self.max_loop_lag = 0.0
+        self.loop_blocked = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+        self._heartbeat_task: asyncio.Task[None] | None = None
+        if asynchronous:
+            self._start_loop()
+        self.lanes: list[Lane] = []
+        for endpoint, count in enumerate(lanes_per_endpoint):
+            for k in range(count):
+                exporter = first if not self.lanes else make_exporter(endpoint)
+                self.lanes.append(Lane(self, len(self.lanes), endpoint, exporter, asynchronous))
+                del k
+
+    # -- the asyncio loop ---------------------------------------------------------------------------------
+
+    def _start_loop(self) -> None:
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def run() -> None:
+            register_thread()
+            asyncio.set_event_loop(loop)
+            loop.call_soon(ready.set)
+            self._heartbeat_task = loop.create_task(self._heartbeat())
+            try:
+                loop.run_forever()
+                # Stopped: let what is still pending (the heartbeat, cancelled exports) end cleanly.
+                pending = asyncio.all_tasks(loop)
+                for task in pending:
+                    task.cancel()
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+                loop.close()
+            finally:
+                unregister_thread()
+
+        self._loop = loop
+        self._loop_thread = threading.Thread(target=run, name=f"{self.name}-asyncio", daemon=True)
+        self._loop_thread.start()
+        ready.wait(5)
+
+    async def _heartbeat(self) -> None:
+        """Measures event-loop lag: an async exporter that blocks the loop shows up here."""
+        blocked = False
+        while not self.stopping:
+            start = time.monotonic()
+            await asyncio.sleep(_LAG_PERIOD)
+            lag = time.monotonic() - start - _LAG_PERIOD
+            self.max_loop_lag = max(self.max_loop_lag, lag)
+            if lag > _LAG_BLOCKED and not blocked:
+                self.loop_blocked += 1
+                _logger.warning(
+                    "otel-sched: the export event loop was blocked for %.0f ms: an async exporter is "
+                    "running blocking code",
+                    lag * 1000,
+                )
+            blocked = lag > _LAG_BLOCKED
+
+    def _kick_async(self) -> None:
+        """On the loop: start a job on every idle async lane that can get one."""
+        with self.cond:
+            starts = []
+            for lane in self.lanes:
+                if lane.current is None and not lane.retired:
+                    job = self._take(lane)
+                    if job is not None:
+                        starts.append((lane, job))
+        assert self._loop is not None
+        for lane, job in starts:
+            lane.task = self._loop.create_task(lane.export_async(job))
+
+    # -- scheduler side ---------------------------------------------------------------------------------
+
+    def lane_for(self, endpoint: int) -> Lane:
+        """The live lane of ``endpoint`` with the least work, busy counting as one job."""
+        with self.cond:
+            candidates = [lane for lane in self.lanes if lane.endpoint == endpoint and not lane.retired]
+            if not candidates:
+                candidates = [lane for lane in self.lanes if not lane.retired]
+            return min(candidates, key=lambda lane: len(lane.jobs) + (1 if lane.current else 0))
+
+    def submit(self, job: Job, lane: Lane) -> None:
+        with self.cond:
+            lane.jobs.append(job)
+            self.cond.notify_all()
+        if self.asynchronous and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._kick_async)
+
+    def live_lanes(self) -> int:
+        return sum(1 for lane in self.lanes if not lane.retired)
+
+    def waiting(self) -> int:
+        with self.cond:
+            return sum(len(lane.jobs) for lane in self.lanes)
+
+    def running(self) -> list[Job]:
+        with self.cond:
+            return [lane.current for lane in self.lanes if lane.current is not None]
+
+    def pending(self) -> list[Job]:
+        """Every job submitted and not finished: waiting in a deque or running."""
+        with self.cond:
+            jobs = [job for lane in self.lanes for job in lane.jobs]
+            jobs.extend(lane.current for lane in self.lanes if lane.current is not None)
+            return jobs
+
+    def replace(self, lane: Lane) -> Lane | None:
+        """Retire a hung lane and start a fresh one (a new exporter instance) in its place."""
+        try:
+            exporter = self._make_exporter(lane.endpoint)
+        except Exception:
+            _logger.exception("otel-sched: could not build a replacement exporter")
+            return None
+        with self.cond:
+            lane.retired = True
+            orphans = list(lane.jobs)
+            lane.jobs.clear()
+            fresh = Lane(self, len(self.lanes), lane.endpoint, exporter, self.asynchronous)
+            fresh.jobs.extend(orphans)
+            self.lanes.append(fresh)
+            self.replaced += 1
+            self.cond.notify_all()
+        if lane.asynchronous and lane.task is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(lane.task.cancel)
+        if self.asynchronous and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._kick_async)
+        return fresh
+
+    def cancel_async(self, lane: Lane) -> None:
+        if lane.task is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(lane.task.cancel)
+
+    # -- lane side (pool.cond held) -----------------------------------------------------------------------
+
+    def _take(self, lane: Lane) -> Job | None:
+        if lane.retired or (self.stopping and not any(other.jobs for other in self.lanes)):
+            return None
+        job: Job | None = None
+        if lane.jobs:
+            job = lane.jobs.popleft()
+        elif self.endpoint_ok[lane.endpoint]:
+            victim = max(self.lanes, key=lambda other: len(other.jobs), default=None)
+            # The newest job: the victim keeps the work it would start next.  A retried batch is
+            # not taken back to an endpoint it already failed on.
+            if victim is not None and victim.jobs and lane.endpoint not in victim.jobs[-1].tried:
+                job = victim.jobs.pop()
+                lane.stolen += 1
+        if job is not None:
+            job.lane = lane
+            job.endpoint = lane.endpoint
+            job.tried = job.tried | {lane.endpoint}
+            job.started_at = time.monotonic()
+            lane.current = job
+        return job
+
+    def _finish(self, lane: Lane, job: Job, outcome: Outcome, seconds: float) -> None:
+        with self.cond:
+            lane.current = None
+            lane.task = None
+        self._on_done(lane, job, outcome, seconds)
+
+    # -- shutdown -----------------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Lanes finish what they hold and end; the loop lives on until the exporters are shut down."""
+        with self.cond:
+            self.stopping = True
+            self.cond.notify_all()
+
+    def exporters(self) -> list[Any]:
+        seen: dict[int, Any] = {}
+        for lane in self.lanes:
+            seen.setdefault(id(lane.exporter), lane.exporter)
+        return list(seen.values())
+
+    def shutdown_exporters(self, deadline: float) -> None:
+        for exporter in self.exporters():
+            self._close_exporter(exporter, deadline)
+        if self._loop is not None and self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+
+    def _close_exporter(self, exporter: Any, deadline: float | None = None) -> None:
+        try:
+            shutdown = exporter.shutdown
+            remaining = max((deadline or time.monotonic() + 5) - time.monotonic(), 0.0) * 1000.0
+            try:
+                result = shutdown(timeout_millis=remaining)
+            except TypeError:
+                result = shutdown()
+            if inspect.isawaitable(result):
+                if self._loop is not None and self._loop.is_running():
+                    asyncio.run_coroutine_threadsafe(_awaited(result), self._loop).result(
+                        max(remaining / 1000.0, 0.1)
+                    )
+                else:
+                    asyncio.run(_awaited(result))
+        except Exception:
+            _logger.exception("Exporter %s raised in shutdown()", type(exporter).__name__)
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable

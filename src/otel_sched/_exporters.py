@@ -1,0 +1,211 @@
+"""Exporters: what a lane calls, and where more exporter instances come from.
+
+Sync and async exporters
+------------------------
+A *sync* exporter is any ``SpanExporter`` / ``LogRecordExporter``: ``export(batch)``
+returns an export result.  An *async* exporter is an object whose ``export`` is a
+coroutine function, or which offers ``async def aexport(batch)``; either returns an
+export result (``SUCCESS`` / ``FAILURE`` by name).  Its ``shutdown`` may be sync or a
+coroutine function.  Async exporters run on one asyncio event loop owned by the
+pipeline (a background thread), never on the application's loop.
+
+More than one lane
+------------------
+The SDK forbids concurrent ``export`` calls on one exporter instance, so each lane
+owns its own instance.  Instances come from, in order:
+
+1. ``exporter_factory=`` -- a callable taking no argument (or, with several
+   endpoints, the endpoint URL) and returning a new exporter;
+2. a clone of a stock OTLP exporter (HTTP or gRPC, spans or logs): a new instance of
+   the same class with the same endpoint, headers, timeout, compression and TLS
+   settings -- these exporters hold a connection pool / channel per instance and
+   nothing else that must be shared;
+3. otherwise one lane: the single instance you passed.
+
+No exporter is treated as safe for concurrent ``export`` on one instance: the stock
+gRPC exporter rebuilds its channel on ``UNAVAILABLE`` (racing other calls) and
+``requests.Session`` makes no thread-safety promise, so sharing would only trade a
+clone for a risk.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlparse
+
+__all__ = ["ExporterSpec", "build_spec", "is_async", "parse_endpoints"]
+
+_logger = logging.getLogger(__name__)
+
+_HTTP_MODULES = (
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.exporter.otlp.proto.http._log_exporter",
+)
+_GRPC_MODULES = (
+    "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
+    "opentelemetry.exporter.otlp.proto.grpc._log_exporter",
+)
+
+
+def is_async(exporter: Any) -> bool:
+    """True for an exporter that follows the async protocol (see the module docstring)."""
+    return inspect.iscoroutinefunction(getattr(exporter, "aexport", None)) or inspect.iscoroutinefunction(
+        getattr(exporter, "export", None)
+    )
+
+
+def _kind(exporter: Any) -> str | None:
+    module = type(exporter).__module__
+    if module.startswith(_HTTP_MODULES):
+        return "http"
+    if module.startswith(_GRPC_MODULES):
+        return "grpc"
+    return None
+
+
+def _signal_path(exporter: Any) -> str:
+    return "v1/logs" if "_log_exporter" in type(exporter).__module__ else "v1/traces"
+
+
+def _http_clone(exporter: Any, endpoint: str | None) -> Any:
+    client = exporter._client
+    session = client._transport._session
+    headers = {k: v for k, v in client._headers.items() if k.lower() != "content-encoding"}
+    clone = type(exporter)(
+        endpoint=endpoint or exporter._endpoint,
+        headers=headers,
+        timeout=client._timeout,
+        compression=exporter._compression,
+    )
+    clone_session = clone._client._transport._session
+    clone_session.verify = session.verify
+    clone_session.cert = session.cert
+    return clone
+
+
+def _grpc_clone(exporter: Any, endpoint: str | None) -> Any:
+    return type(exporter)(
+        endpoint=endpoint or exporter._endpoint,
+        insecure=exporter._insecure,
+        credentials=exporter._credentials,
+        headers=exporter._headers,
+        timeout=exporter._timeout,
+        compression=exporter._compression,
+        channel_options=exporter._channel_options,
+        retryable_error_codes=exporter._retryable_error_codes,
+    )
+
+
+def _signal_url(exporter: Any, endpoint: str) -> str:
+    """An HTTP endpoint given as a base URL gets the signal path, as OTEL_EXPORTER_OTLP_ENDPOINT does."""
+    path = urlparse(endpoint).path
+    if path in ("", "/"):
+        return f"{endpoint.rstrip('/')}/{_signal_path(exporter)}"
+    return endpoint
+
+
+class ExporterSpec:
+    """How to get exporter instances for lanes, per endpoint.
+
+    Guarantees: ``make(endpoint)`` either returns a new instance with ``export`` or
+    raises ``TypeError``/``ValueError`` naming what was wrong; ``first`` is the
+    user's own instance and is used by the first lane of the first endpoint.
+    """
+
+    def __init__(
+        self,
+        first: Any,
+        factory: Callable[..., Any] | None,
+        cloneable: bool,
+        takes_endpoint: bool,
+        endpoints: list[str],
+    ) -> None:
+        self.first = first
+        self._factory = factory
+        self.cloneable = cloneable
+        self._takes_endpoint = takes_endpoint
+        self.endpoints = endpoints
+        self.asynchronous = is_async(first)
+
+    @property
+    def can_multiply(self) -> bool:
+        return self._factory is not None or self.cloneable
+
+    def make(self, endpoint: str | None) -> Any:
+        if self._factory is not None:
+            try:
+                made = self._factory(endpoint) if self._takes_endpoint and endpoint else self._factory()
+            except Exception as exc:
+                raise ValueError(f"exporter_factory={self._factory!r} raised {exc!r}") from exc
+            _check(made, f"exporter_factory={self._factory!r} returned")
+            return made
+        kind = _kind(self.first)
+        if kind == "http":
+            return _http_clone(self.first, _signal_url(self.first, endpoint) if endpoint else None)
+        if kind == "grpc":
+            return _grpc_clone(self.first, endpoint)
+        raise TypeError(f"{type(self.first).__name__} cannot be multiplied: pass exporter_factory=")
+
+
+def _check(exporter: object, what: str) -> None:
+    has_export = callable(getattr(exporter, "export", None)) or callable(getattr(exporter, "aexport", None))
+    if exporter is None or not has_export:
+        raise TypeError(
+            f"{what} {exporter!r}, which is not an exporter: expected an object with export(batch)"
+        )
+
+
+def parse_endpoints(value: str | list[str] | tuple[str, ...] | None) -> list[str]:
+    """``OTEL_PYTHON_SCHED_ENDPOINTS``: comma-separated URLs (http://host:port or https://...)."""
+    if value is None:
+        return []
+    items = (
+        [v.strip() for v in value.split(",")] if isinstance(value, str) else [str(v).strip() for v in value]
+    )
+    out: list[str] = []
+    for i, item in enumerate(items, 1):
+        if not item:
+            continue
+        parsed = urlparse(item)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError(
+                f"endpoint #{i} {item!r} is not a collector URL: expected http://host:port or https://host:port"
+            )
+        out.append(item)
+    return out
+
+
+def build_spec(exporter: Any, factory: Callable[..., Any] | None, endpoints: list[str]) -> ExporterSpec:
+    """Validate the factory at construction (it is called once) and decide how lanes get exporters."""
+    takes_endpoint = False
+    if factory is not None:
+        if not callable(factory):
+            raise TypeError(
+                f"exporter_factory={factory!r} is not callable: expected a callable returning an exporter"
+            )
+        try:
+            takes_endpoint = bool(inspect.signature(factory).parameters)
+        except (TypeError, ValueError):
+            takes_endpoint = False
+    cloneable = False
+    if factory is None and _kind(exporter) is not None:
+        try:
+            probe = (_http_clone if _kind(exporter) == "http" else _grpc_clone)(exporter, None)
+            probe.shutdown()
+            cloneable = True
+        except Exception as exc:  # noqa: BLE001 - internals changed: fall back to one lane, and say why
+            _logger.info(
+                "otel-sched: cannot clone %s (%r); using one export lane", type(exporter).__name__, exc
+            )
+    spec = ExporterSpec(exporter, factory, cloneable, takes_endpoint, endpoints)
+    if factory is not None:  # fail at construction, not on the first export
+        spec.make(endpoints[0] if endpoints else None).shutdown()
+    if endpoints and not spec.can_multiply:
+        raise ValueError(
+            f"endpoints={endpoints!r} need exporters per endpoint: pass exporter_factory= "
+            f"(a {type(exporter).__name__} cannot be re-targeted)"
+        )
+    return spec
