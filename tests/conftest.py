@@ -15,3 +15,49 @@ def receiver() -> Iterator[OTLPReceiver]:
         yield rx
     finally:
         rx.stop()
+
+
+@pytest.fixture
+def otel_globals() -> Iterator[None]:
+    """Lets a test set the global tracer/logger/meter providers and root logging handlers.
+
+    The API allows setting each global once per process; this resets the set-once guards before
+    the test, and afterwards shuts down whatever SDK providers the test installed and restores
+    the previous globals, root handlers and the logging config functions the SDK wraps.
+    """
+    import logging
+    import logging.config
+
+    from opentelemetry import _logs, metrics, trace
+    from opentelemetry._logs import _internal as logs_internal
+    from opentelemetry.metrics import _internal as metrics_internal
+    from opentelemetry.util._once import Once
+
+    saved = {
+        "trace": (trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE),
+        "logs": (logs_internal._LOGGER_PROVIDER, logs_internal._LOGGER_PROVIDER_SET_ONCE),
+        "metrics": (metrics_internal._METER_PROVIDER, metrics_internal._METER_PROVIDER_SET_ONCE),
+    }
+    root = logging.getLogger()
+    saved_handlers = list(root.handlers)
+    saved_fns = (logging.config.fileConfig, logging.config.dictConfig, logging.basicConfig)
+
+    trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE = None, Once()
+    logs_internal._LOGGER_PROVIDER, logs_internal._LOGGER_PROVIDER_SET_ONCE = None, Once()
+    metrics_internal._METER_PROVIDER, metrics_internal._METER_PROVIDER_SET_ONCE = None, Once()
+    try:
+        yield
+    finally:
+        for provider in (
+            trace.get_tracer_provider(),
+            _logs.get_logger_provider(),
+            metrics.get_meter_provider(),
+        ):
+            shutdown = getattr(provider, "shutdown", None)
+            if callable(shutdown) and type(provider).__module__.startswith("opentelemetry.sdk"):
+                shutdown()
+        trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE = saved["trace"]
+        logs_internal._LOGGER_PROVIDER, logs_internal._LOGGER_PROVIDER_SET_ONCE = saved["logs"]
+        metrics_internal._METER_PROVIDER, metrics_internal._METER_PROVIDER_SET_ONCE = saved["metrics"]
+        root.handlers[:] = saved_handlers
+        logging.config.fileConfig, logging.config.dictConfig, logging.basicConfig = saved_fns

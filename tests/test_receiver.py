@@ -21,9 +21,15 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServiceStub
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import LogRecordExporter, SimpleLogRecordProcessor
@@ -492,3 +498,47 @@ def test_context_manager_and_endpoints() -> None:
         OTLPReceiver(failure_rate=1.5)
     with pytest.raises(ValueError):
         rx.set_faults(latency_s=-1)
+
+
+# -- partial success -------------------------------------------------------------------------
+
+
+def test_partial_rejected_answers_a_partial_success(receiver: OTLPReceiver) -> None:
+    receiver.set_faults(partial_rejected=2)
+    response = _http_post(receiver, _trace_body("partial"))
+    assert response.status == 200
+    conn = _connect(receiver)
+    try:
+        conn.request("POST", "/v1/logs", body=b"", headers={"Content-Type": "application/x-protobuf"})
+        logs_answer = ExportLogsServiceResponse.FromString(conn.getresponse().read())
+        conn.request(
+            "POST", "/v1/traces", body=_trace_body(), headers={"Content-Type": "application/x-protobuf"}
+        )
+        traces_answer = ExportTraceServiceResponse.FromString(conn.getresponse().read())
+    finally:
+        conn.close()
+    assert (logs_answer.partial_success.rejected_log_records, logs_answer.partial_success.error_message) == (
+        2,
+        "rejected by test",
+    )
+    assert traces_answer.partial_success.rejected_spans == 2
+    assert traces_answer.partial_success.error_message == "rejected by test"
+
+    with grpc.insecure_channel(receiver.grpc_endpoint) as channel:
+        grpc_answer = TraceServiceStub(channel).Export(
+            ExportTraceServiceRequest.FromString(_trace_body("partial-grpc")), timeout=10
+        )
+        assert grpc_answer.partial_success.rejected_spans == 2
+        assert grpc_answer.partial_success.error_message == "rejected by test"
+        receiver.set_faults(partial_rejected=0)
+        plain = TraceServiceStub(channel).Export(
+            ExportTraceServiceRequest.FromString(_trace_body("whole")), timeout=10
+        )
+        assert not plain.HasField("partial_success")
+    # A partial success is still an accepted request: its items are kept and counted.
+    assert [item.name for item in receiver.spans()] == ["partial", "raw", "partial-grpc", "whole"]
+    assert receiver.refused_request_count == 0
+    with pytest.raises(ValueError):
+        receiver.set_faults(partial_rejected=-1)
+    with pytest.raises(ValueError):
+        OTLPReceiver(partial_rejected=-1)

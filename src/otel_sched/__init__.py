@@ -7,6 +7,14 @@ becomes a task ranked by priority, tenant fairness and predicted export cost.
 
 from ._priority_rules import PriorityClassifier, Rule, RuleSyntaxError, parse_rules
 from ._processors import ScheduledLogRecordProcessor, ScheduledSpanProcessor
+from ._setup import (
+    Replacement,
+    Setup,
+    adopt,
+    configure,
+    patch_batch_processors,
+    unpatch_batch_processors,
+)
 from ._task import PriorityClass
 
 __version__ = "0.1.0"
@@ -14,10 +22,16 @@ __version__ = "0.1.0"
 __all__ = [
     "PriorityClass",
     "PriorityClassifier",
+    "Replacement",
     "Rule",
     "RuleSyntaxError",
     "ScheduledLogRecordProcessor",
     "ScheduledSpanProcessor",
+    "Setup",
     "__version__",
+    "adopt",
+    "configure",
     "parse_rules",
+    "patch_batch_processors",
+    "unpatch_batch_processors",
 ]

@@ -334,7 +334,7 @@ OPTIONS: Final[tuple[Option[Any], ...]] = (
     Option(
         "max_concurrent_exports",
         "OTEL_PYTHON_SCHED_MAX_CONCURRENT_EXPORTS",
-        8,
+        16,
         _int(1),
         "Most export lanes (concurrent export calls, each on its own exporter instance); lanes beyond one "
         "need an exporter_factory or a stock OTLP exporter, which is cloned.",
@@ -346,6 +346,14 @@ OPTIONS: Final[tuple[Option[Any], ...]] = (
         _bool,
         "Adapt the number of concurrent exports to measured latency and errors (AIMD), starting at 1; "
         "false: always use every lane.",
+    ),
+    Option(
+        "otlp_fast_path",
+        "OTEL_PYTHON_SCHED_OTLP_FAST_PATH",
+        True,
+        _bool,
+        "With a stock OTLP exporter (HTTP or gRPC), encode each item once on the scheduler thread and "
+        "send pre-encoded batches; false: call the exporter's own export(items).",
     ),
     Option(
         "endpoints",
@@ -395,6 +403,7 @@ class Config:
     fair_quantum_bytes: int
     max_concurrent_exports: int
     adaptive_concurrency: bool
+    otlp_fast_path: bool
     endpoints: tuple[str, ...]
     shutdown_timeout_millis: float
     max_recursion_depth: int

@@ -32,11 +32,11 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlparse
 
-__all__ = ["ExporterSpec", "build_spec", "is_async", "parse_endpoints"]
+__all__ = ["ExporterSpec", "FastPath", "build_spec", "is_async", "parse_endpoints"]
 
 _logger = logging.getLogger(__name__)
 
@@ -209,3 +209,51 @@ def build_spec(exporter: Any, factory: Callable[..., Any] | None, endpoints: lis
             f"(a {type(exporter).__name__} cannot be re-targeted)"
         )
     return spec
+
+
+class FastPath:
+    """A lane's exporter on the pre-encoded path: assembles tasks' bytes and sends them.
+
+    Replaces ``exporter.export(items)`` for stock OTLP exporters: the items were encoded
+    once on the scheduler thread, so a batch is assembled under its resource/scope
+    envelopes without re-encoding and sent by a :mod:`~otel_sched._otlp_sender` sender
+    (one attempt; the pipeline owns retries).  ``exporter`` is the stock instance it
+    stands in for: it is only shut down with the lane.
+    """
+
+    def __init__(self, sender: Any, exporter: Any, signal: str) -> None:
+        from ._encoding import assemble_logs, assemble_traces
+
+        self.sender = sender
+        self.exporter = exporter
+        self._assemble = assemble_traces if signal == "traces" else assemble_logs
+        self.timeout = float(getattr(sender, "timeout", 10.0))
+
+    def export_tasks(self, batch: Sequence[Any]) -> Any:
+        resources: dict[Any, tuple[Any, dict[Any, tuple[Any, list[bytes]]]]] = {}
+        for task in batch:
+            renv, senv = task.envelope
+            entry = resources.get(renv.key)
+            if entry is None:
+                entry = resources[renv.key] = (renv, {})
+            scope = entry[1].get(senv.key)
+            if scope is None:
+                scope = entry[1][senv.key] = (senv, [])
+            scope[1].append(task.encoded)
+        body = self._assemble([(renv, list(scopes.values())) for renv, scopes in resources.values()])
+        return self.sender.send(body, self.timeout)
+
+    def shutdown(self, timeout_millis: float = 30_000) -> None:
+        self.sender.shutdown()
+        try:
+            self.exporter.shutdown()
+        except Exception:
+            _logger.exception("Exporter %s raised in shutdown()", type(self.exporter).__name__)
+
+
+def fast_path_for(exporter: Any, signal: str) -> FastPath | None:
+    """A FastPath standing in for ``exporter`` when it is a stock OTLP exporter, else None."""
+    from ._otlp_sender import sender_for
+
+    sender = sender_for(exporter)
+    return None if sender is None else FastPath(sender, exporter, signal)

@@ -73,7 +73,8 @@ class Stats:
         self.export_calls = 0
         self.export_failures = 0
         self.late_results = 0
-        self.retried = 0  # batches sent again to another endpoint after a failure
+        self.retried = 0  # batches sent again after a failure
+        self.rejected = 0  # items a collector refused in a partial success (counted among exported batches)
         self.dropped: Counter[str] = Counter()
         self.class_exported = [0] * len(PriorityClass)
         self.class_dropped = [0] * len(PriorityClass)

@@ -37,7 +37,8 @@ from ._concurrency import AIMDController, Mode, ModeMachine
 from ._concurrency import Signal as Feedback
 from ._config import Config
 from ._cost_model import CostModel
-from ._exporters import ExporterSpec, build_spec
+from ._encoding import EncodingError, encode_log, encode_span, log_envelopes, span_envelopes
+from ._exporters import ExporterSpec, build_spec, fast_path_for
 from ._metrics import SelfMetrics, Stats
 from ._policies import deadline_for, make_policy
 from ._priority_rules import compile_rules
@@ -52,6 +53,7 @@ _logger = logging.getLogger(__name__)
 
 _CHUNK = 4096  # intake items classified per scheduler iteration before dispatching again
 _MIN_INTAKE = 2048
+_MAX_ATTEMPTS = 6  # transient failures on the pre-encoded path: tries per batch, as the stock exporters
 _CLASS_NAMES = [c.name.lower() for c in PriorityClass]
 
 
@@ -145,6 +147,11 @@ class Pipeline:
             cfg.signal, self._priority_of, cfg.tenant_key, self.tenants, deadline_for(cfg.max_age_millis)
         )
         self.stats = Stats(cfg.max_tenants)
+        if cfg.signal is Signal.TRACES:
+            self._encode: Callable[[Any], bytes] = encode_span
+            self._envelopes: Callable[[Any], Any] = span_envelopes
+        else:
+            self._encode, self._envelopes = encode_log, log_envelopes
         self.metrics = SelfMetrics(
             cfg.signal,
             self._meter_provider,
@@ -180,11 +187,29 @@ class Pipeline:
         ]
         per_endpoint = [max(1, n) for n in per_endpoint]
 
-        def make(endpoint: int) -> Any:
-            return spec.make(spec.endpoints[endpoint] if spec.endpoints else None)
+        signal = cfg.signal.value
+        fast = None if not cfg.otlp_fast_path or spec.asynchronous else fast_path_for(spec.first, signal)
+        self._fast = fast is not None
+        if fast is not None:
+            fast.sender.shutdown()  # it only proved the path works; lanes get their own senders
 
-        # With explicit endpoints every lane is built for its endpoint; the user's instance is a template.
-        first = make(0) if spec.endpoints else spec.first
+        def make(endpoint: int) -> Any:
+            exporter = spec.make(spec.endpoints[endpoint] if spec.endpoints else None)
+            if not self._fast:
+                return exporter
+            lane = fast_path_for(exporter, signal)
+            if lane is None:
+                raise TypeError(f"{type(exporter).__name__} built for a lane has no pre-encoded path")
+            return lane
+
+        def first_lane() -> Any:
+            if spec.endpoints:  # every lane is built for its endpoint; the user's instance is a template
+                return make(0)
+            if not self._fast:
+                return spec.first
+            return fast_path_for(spec.first, signal)
+
+        first = first_lane()
         self.pool = LanePool(prefix, make, first, spec.asynchronous, per_endpoint, self._lane_done)
         self.router = Router(spec.endpoints or ["default"])
         lanes = self.pool.live_lanes()
@@ -324,6 +349,8 @@ class Pipeline:
         admit = self.admission.admit
         queues = self.queues
         prepare = self._prepare
+        fast, encode, envelopes = self._fast, self._encode, self._envelopes
+        max_request = self.config.max_export_batch_bytes
         drops: list[tuple[Task, str]] = []
         n = 0
         while intake and (limit is None or n < limit):
@@ -339,6 +366,19 @@ class Pipeline:
                 self.stats.dropped["malformed"] += 1
                 continue
             task.depth = depth
+            if fast:
+                try:
+                    task.encoded = encode(task.item)
+                    task.envelope = envelopes(task.item)
+                except EncodingError as exc:
+                    self._encode_failed(task, exc)
+                    continue
+                # Exact cost from here on; the item itself is no longer needed: memory follows bytes.
+                task.cost = len(task.encoded) + 4
+                task.item = None
+                if task.cost > max_request:
+                    drops.append((task, "item_too_large"))
+                    continue
             dropped = admit(task, queues)
             if dropped:
                 drops.extend(dropped)
@@ -346,6 +386,11 @@ class Pipeline:
             self.former.note_arrival(now)
         if drops:
             self._drop(drops)
+
+    def _encode_failed(self, task: Task, exc: EncodingError) -> None:
+        if self.stats.dropped["encode_error"] == 0:
+            _logger.warning("otel-sched: an item could not be OTLP-encoded and is dropped (%s)", exc)
+        self._drop([(task, "encode_error")])
 
     def _drop(self, drops: list[tuple[Task, str]]) -> None:
         record = self.stats.record_drop
@@ -370,6 +415,8 @@ class Pipeline:
             if self._retries:
                 job = self._retries[0]
                 endpoint = self.router.pick(now, job.tried)
+                if endpoint is None and job.anywhere:
+                    endpoint = self.router.pick(now)
                 if endpoint is None:  # every other endpoint is out as well: the batch is lost
                     self._retries.popleft()
                     self._in_flight -= len(job.batch)
@@ -422,10 +469,25 @@ class Pipeline:
                 continue
             self._jobs_in_flight -= 1
             ok = outcome is Outcome.SUCCESS
-            self.router.record(job.endpoint, now, ok, seconds)
+            detail = job.detail
+            retry_after = detail.retry_after if detail is not None and not ok else None
+            self.router.record(job.endpoint, now, ok, seconds, open_for=retry_after)
             self.pool.endpoint_ok[job.endpoint] = ok
-            self.controller.observe(now, seconds, Feedback.OK if ok else Feedback.ERROR)
+            if ok:
+                feedback = Feedback.OK
+            else:
+                feedback = Feedback.THROTTLED if detail is not None and detail.throttled else Feedback.ERROR
+            self.controller.observe(now, seconds, feedback, retry_after)
             self._note_mode(self.modes.on_result(now, ok, self.router.all_down(now)))
+            if outcome is Outcome.RETRYABLE and job.attempts < _MAX_ATTEMPTS:
+                job.attempts += 1
+                job.anywhere = True
+                job.detail = None
+                self._retries.append(job)  # transient: sent again once the endpoint or another takes it
+                self.stats.retried += 1
+                continue
+            if ok and detail is not None and detail.rejected:
+                self.stats.rejected += detail.rejected
             if not ok and len(job.tried) < len(self.router.endpoints):
                 job.attempts += 1
                 self._retries.append(job)  # try another endpoint before giving the batch up
@@ -466,6 +528,7 @@ class Pipeline:
                 Outcome.ERROR: "export_error",
                 Outcome.INVALID: "export_invalid_result",
                 Outcome.CANCELLED: "export_timeout",
+                Outcome.RETRYABLE: "export_failed",
             }[outcome]
             self._drop([(t, reason) for t in batch])
 
@@ -623,6 +686,8 @@ class Pipeline:
                     for ep in self.router.endpoints
                 ],
                 "retried_batches": self.stats.retried,
+                "rejected_by_collector": self.stats.rejected,
+                "otlp_fast_path": self._fast,
                 "async_loop": {
                     "max_lag_ms": self.pool.max_loop_lag * 1000.0,
                     "blocked": self.pool.loop_blocked,

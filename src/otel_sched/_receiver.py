@@ -36,12 +36,12 @@ from google.protobuf.duration_pb2 import Duration  # type: ignore[import-untyped
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped, unused-ignore]
 from google.rpc.error_details_pb2 import RetryInfo  # type: ignore[import-untyped, unused-ignore]
 from google.rpc.status_pb2 import Status as RpcStatus  # type: ignore[import-untyped, unused-ignore]
-from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
     ExportLogsServiceResponse,
 )
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -53,6 +53,7 @@ __all__ = ["OTLPReceiver", "ReceivedItem"]
 _logger = logging.getLogger(__name__)
 
 _ExportRequest: TypeAlias = ExportTraceServiceRequest | ExportLogsServiceRequest
+_ExportResponse: TypeAlias = ExportTraceServiceResponse | ExportLogsServiceResponse
 
 _HTTP_PATHS: Final[dict[str, str]] = {"/v1/traces": "traces", "/v1/logs": "logs"}
 _REQUEST_TIMES_MAX: Final = 100_000
@@ -67,6 +68,7 @@ _GRPC_MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
 # grpc-status-details-bin that grpcio-status based clients use).
 _RETRY_INFO_TRAILER: Final = "google.rpc.retryinfo-bin"
 _STATUS_DETAILS_TRAILER: Final = "grpc-status-details-bin"
+_PARTIAL_MESSAGE: Final = "rejected by test"
 
 
 @dataclass(slots=True)
@@ -93,6 +95,7 @@ class _Verdict:
     status: int  # HTTP status (http) or gRPC code number (grpc) that was answered
     retry_after_s: float | None
     grpc_code: Any  # grpc.StatusCode to abort with when refused over gRPC
+    partial_rejected: int = 0  # accepted, but answered as a partial success rejecting this many
 
 
 def _any_value(value: AnyValue) -> Any:
@@ -178,7 +181,11 @@ class OTLPReceiver:
     request (``failure_rate`` draw or ``down``) is answered ``failure_status``
     over HTTP or ``UNAVAILABLE``/``RESOURCE_EXHAUSTED`` over gRPC, with
     Retry-After / RetryInfo when ``retry_after_s`` is set; its items are not
-    counted. ``request_count`` and ``request_times`` cover every OTLP request
+    counted. With ``partial_rejected=N`` an accepted request is answered as a
+    partial success (``rejected_spans`` / ``rejected_log_records`` = N,
+    ``error_message`` "rejected by test"); its items are still kept and
+    counted, since the receiver does not pick which ones it "rejected".
+    ``request_count`` and ``request_times`` cover every OTLP request
     (accepted, refused or undecodable); requests to unknown paths are not
     counted. ``bytes_received`` sums the decompressed bodies of accepted
     requests.
@@ -202,10 +209,11 @@ class OTLPReceiver:
         keep_items: bool = True,
         item_hook: Callable[[ReceivedItem], None] | None = None,
         max_concurrent_requests: int = 64,
+        partial_rejected: int = 0,
     ) -> None:
         if max_concurrent_requests < 1:
             raise ValueError("max_concurrent_requests must be >= 1")
-        _check_faults(latency_s, failure_rate, failure_status, retry_after_s)
+        _check_faults(latency_s, failure_rate, failure_status, retry_after_s, partial_rejected)
         self._host = host
         self._http_port_requested = http_port
         self._grpc_enabled = grpc
@@ -221,6 +229,7 @@ class OTLPReceiver:
         self._failure_rate = failure_rate
         self._failure_status = failure_status
         self._retry_after_s = retry_after_s
+        self._partial_rejected = partial_rejected
         self._down = False
         self._rng = random.Random(seed)
 
@@ -396,21 +405,25 @@ class OTLPReceiver:
         failure_status: int | None = None,
         retry_after_s: float | EllipsisType | None = ...,
         down: bool | None = None,
+        partial_rejected: int | None = None,
     ) -> None:
         """Change fault injection for the next requests; ``None`` (``...`` for retry_after_s) keeps a value.
 
-        ``down=True`` refuses every request, simulating an outage.
+        ``down=True`` refuses every request, simulating an outage; ``partial_rejected=N``
+        answers accepted requests as partial successes rejecting N items (0 turns it off).
         """
         with self._cond:
             new_latency = self._latency_s if latency_s is None else latency_s
             new_rate = self._failure_rate if failure_rate is None else failure_rate
             new_status = self._failure_status if failure_status is None else failure_status
             new_retry = self._retry_after_s if isinstance(retry_after_s, EllipsisType) else retry_after_s
-            _check_faults(new_latency, new_rate, new_status, new_retry)
+            new_rejected = self._partial_rejected if partial_rejected is None else partial_rejected
+            _check_faults(new_latency, new_rate, new_status, new_retry, new_rejected)
             self._latency_s = new_latency
             self._failure_rate = new_rate
             self._failure_status = new_status
             self._retry_after_s = new_retry
+            self._partial_rejected = new_rejected
             if down is not None:
                 self._down = down
             self._cond.notify_all()
@@ -514,6 +527,7 @@ class OTLPReceiver:
             refused = self._down or (self._failure_rate > 0 and self._rng.random() < self._failure_rate)
             failure_status = self._failure_status
             retry_after = self._retry_after_s
+            partial_rejected = self._partial_rejected
             self._cond.notify_all()
 
         items: list[ReceivedItem] = []
@@ -563,12 +577,14 @@ class OTLPReceiver:
                     hook(item)
                 except Exception:
                     _logger.exception("OTLPReceiver item_hook raised")
-        return _Verdict(not refused, status, retry_after if refused else None, grpc_code)
+        if refused:
+            return _Verdict(False, status, retry_after, grpc_code)
+        return _Verdict(True, status, None, grpc_code, partial_rejected)
 
-    def _grpc_export(self, signal: str, request: _ExportRequest, context: Any) -> None:
+    def _grpc_export(self, signal: str, request: _ExportRequest, context: Any) -> _ExportResponse:
         verdict = self._process(signal, "grpc", request, request.ByteSize())
         if verdict.accepted:
-            return
+            return _export_response(signal, verdict.partial_rejected)
         message = "receiver stopping" if self._stopping.is_set() else "injected failure"
         if verdict.retry_after_s is not None:
             delay = _duration(verdict.retry_after_s)
@@ -583,6 +599,21 @@ class OTLPReceiver:
                 )
             )
         context.abort(verdict.grpc_code, message)
+        raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
+
+
+def _export_response(signal: str, partial_rejected: int) -> _ExportResponse:
+    if signal == "traces":
+        traces = ExportTraceServiceResponse()
+        if partial_rejected:
+            traces.partial_success.rejected_spans = partial_rejected
+            traces.partial_success.error_message = _PARTIAL_MESSAGE
+        return traces
+    logs = ExportLogsServiceResponse()
+    if partial_rejected:
+        logs.partial_success.rejected_log_records = partial_rejected
+        logs.partial_success.error_message = _PARTIAL_MESSAGE
+    return logs
 
 
 def _duration(seconds: float) -> Duration:
@@ -591,7 +622,11 @@ def _duration(seconds: float) -> Duration:
 
 
 def _check_faults(
-    latency_s: float, failure_rate: float, failure_status: int, retry_after_s: float | None
+    latency_s: float,
+    failure_rate: float,
+    failure_status: int,
+    retry_after_s: float | None,
+    partial_rejected: int = 0,
 ) -> None:
     if not latency_s >= 0:
         raise ValueError(f"latency_s must be >= 0, got {latency_s!r}")
@@ -601,24 +636,24 @@ def _check_faults(
         raise ValueError(f"failure_status must be an HTTP error status, got {failure_status!r}")
     if retry_after_s is not None and not retry_after_s >= 0:
         raise ValueError(f"retry_after_s must be >= 0 or None, got {retry_after_s!r}")
+    if isinstance(partial_rejected, bool) or not isinstance(partial_rejected, int) or partial_rejected < 0:
+        raise ValueError(f"partial_rejected must be an int >= 0, got {partial_rejected!r}")
 
 
 class _TraceServicer(trace_service_pb2_grpc.TraceServiceServicer):
     def __init__(self, receiver: OTLPReceiver) -> None:
         self._receiver = receiver
 
-    def Export(self, request: ExportTraceServiceRequest, context: Any) -> ExportTraceServiceResponse:
-        self._receiver._grpc_export("traces", request, context)
-        return trace_service_pb2.ExportTraceServiceResponse()
+    def Export(self, request: ExportTraceServiceRequest, context: Any) -> _ExportResponse:
+        return self._receiver._grpc_export("traces", request, context)
 
 
 class _LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
     def __init__(self, receiver: OTLPReceiver) -> None:
         self._receiver = receiver
 
-    def Export(self, request: ExportLogsServiceRequest, context: Any) -> ExportLogsServiceResponse:
-        self._receiver._grpc_export("logs", request, context)
-        return logs_service_pb2.ExportLogsServiceResponse()
+    def Export(self, request: ExportLogsServiceRequest, context: Any) -> _ExportResponse:
+        return self._receiver._grpc_export("logs", request, context)
 
 
 # -- HTTP transport -------------------------------------------------------------
@@ -723,9 +758,7 @@ class _Handler(BaseHTTPRequestHandler):
         with receiver._http_slots:
             verdict = receiver._process(signal, "http", request, nbytes)
         if verdict.accepted:
-            response = (
-                ExportTraceServiceResponse() if signal == "traces" else ExportLogsServiceResponse()
-            ).SerializeToString()
+            response = _export_response(signal, verdict.partial_rejected).SerializeToString()
             self._reply(200, response, "application/x-protobuf")
             return
         headers: list[tuple[str, str]] = []

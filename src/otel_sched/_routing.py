@@ -75,8 +75,8 @@ class Router:
         ep = self.endpoints[index]
         ep.in_flight = max(0, ep.in_flight - 1)
 
-    def record(self, index: int, now: float, ok: bool, latency: float) -> None:
-        """The result of an export that really went to ``index``."""
+    def record(self, index: int, now: float, ok: bool, latency: float, open_for: float | None = None) -> None:
+        """The result of an export that really went to ``index``; ``open_for``: a server's Retry-After."""
         ep = self.endpoints[index]
         ep.probing = False
         if ok:
@@ -90,7 +90,7 @@ class Router:
             ep.failures += 1
             ep.successes = 0
             ep.backoff = self._min_backoff if ep.backoff == 0.0 else min(self._max_backoff, ep.backoff * 2)
-            ep.open_until = now + ep.backoff
+            ep.open_until = now + (ep.backoff if open_for is None else max(open_for, 0.0))
 
     def next_reopen(self) -> float | None:
         """Earliest time an open circuit may take a probe (for the scheduler's wake-up)."""

@@ -59,6 +59,7 @@ class Task:
         "depth",
         "encoded",
         "enqueued",
+        "envelope",
         "item",
         "priority",
         "seq",
@@ -87,7 +88,8 @@ class Task:
         self.enqueued = enqueued
         self.deadline = deadline
         self.seq = seq
-        self.encoded = encoded
+        self.encoded = encoded  # the item's own OTLP message bytes, on the pre-encoded fast path
+        self.envelope: Any = None  # its (resource, scope) envelopes, on the fast path
         self.depth = depth  # > 0: produced while the pipeline was exporting (recursion control)
 
     def __repr__(self) -> str:

@@ -37,7 +37,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
@@ -77,6 +77,7 @@ class Outcome(str, enum.Enum):
     ERROR = "error"  # the exporter raised
     INVALID = "invalid"  # the exporter returned something that is not an export result
     CANCELLED = "cancelled"  # an async export cancelled at its timeout
+    RETRYABLE = "retryable"  # pre-encoded path: a transient failure; the batch may be sent again
 
 
 def _outcome_of(result: Any, exporter: Any) -> Outcome:
@@ -98,9 +99,11 @@ class Job:
     """One formed batch on its way to an exporter."""
 
     __slots__ = (
+        "anywhere",
         "attempts",
         "batch",
         "depth",
+        "detail",
         "endpoint",
         "lane",
         "routed",
@@ -119,6 +122,8 @@ class Job:
         self.lane: Lane | None = None
         self.started_at = 0.0
         self.timed_out = False  # set by the scheduler: its result will be late and is not counted again
+        self.detail: Any = None  # pre-encoded path: the sender's SendResult
+        self.anywhere = False  # a transient failure: may be retried on any endpoint, the same one included
 
 
 DoneCallback = Callable[["Lane", Job, Outcome, float], None]
@@ -168,7 +173,7 @@ class Lane:
                         pool.cond.wait()
                         job = pool._take(self)
                 cell[0] = job.depth + 1
-                outcome, seconds = self._export_sync(job.batch)
+                outcome, seconds = self._export_sync(job)
                 cell[0] = 0
                 pool._finish(self, job, outcome, seconds)
         finally:
@@ -176,15 +181,22 @@ class Lane:
             if self.retired:
                 pool._close_exporter(self.exporter)
 
-    def _export_sync(self, batch: Sequence[Task]) -> tuple[Outcome, float]:
-        items = [t.item for t in batch]
+    def _export_sync(self, job: Job) -> tuple[Outcome, float]:
         token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
         start = time.monotonic()
         try:
-            outcome = _outcome_of(self.exporter.export(items), self.exporter)
+            export_tasks = getattr(self.exporter, "export_tasks", None)
+            if export_tasks is not None:  # pre-encoded path: a SendResult, never an exception
+                job.detail = result = export_tasks(job.batch)
+                if result.ok:
+                    outcome = Outcome.SUCCESS
+                else:
+                    outcome = Outcome.RETRYABLE if result.retryable else Outcome.FAILURE
+            else:
+                outcome = _outcome_of(self.exporter.export([t.item for t in job.batch]), self.exporter)
         except Exception:  # an exporter that raises must not kill the lane
             _logger.exception(
-                "Exporter %s raised while exporting %d items", type(self.exporter).__name__, len(items)
+                "Exporter %s raised while exporting %d items", type(self.exporter).__name__, len(job.batch)
             )
             outcome = Outcome.ERROR
         finally:

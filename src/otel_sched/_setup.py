@@ -1,0 +1,569 @@
+"""Programmatic setup: ``configure()``, ``adopt()`` and the opt-in batch-processor patch.
+
+Three ways in, for three situations:
+
+* :func:`configure` -- you own the setup: it builds a ``TracerProvider`` and a
+  ``LoggerProvider`` with our processors and OTLP exporters and returns a :class:`Setup`.
+* :func:`adopt` -- someone else (a vendor distro, a framework) already built the providers
+  with stock ``BatchSpanProcessor`` / ``BatchLogRecordProcessor``: each is replaced by ours
+  around the *same* exporter instance.
+* :func:`patch_batch_processors` -- someone else *will* build them later: from then on
+  ``BatchSpanProcessor(exporter, ...)`` / ``BatchLogRecordProcessor(exporter, ...)`` return
+  our processors (same exporter, same arguments) until :func:`unpatch_batch_processors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import threading
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from opentelemetry import _logs, trace
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import Sampler
+
+from ._config import OPTIONS
+from ._config import _from_code as check_code_value
+from ._processors import ScheduledLogRecordProcessor, ScheduledSpanProcessor
+from ._task import Signal
+
+__all__ = [
+    "Replacement",
+    "Setup",
+    "adopt",
+    "configure",
+    "patch_batch_processors",
+    "unpatch_batch_processors",
+]
+
+_logger = logging.getLogger(__name__)
+
+PATCH_ENV: Final = "OTEL_PYTHON_SCHED_PATCH_BATCH_PROCESSORS"
+
+_PROTOCOLS: Final = ("grpc", "http/protobuf")
+# Defaults of the SDK's own configurator: "otlp" without a protocol means gRPC in Python.
+_DEFAULT_PROTOCOL: Final = "grpc"
+_SIGNAL_PATHS: Final = {Signal.TRACES: "/v1/traces", Signal.LOGS: "/v1/logs"}
+# The stock processors' settings, as BatchProcessor stores them, mapped to our keyword names.
+_STOCK_SETTINGS: Final = (
+    ("_max_queue_size", "max_queue_size"),
+    ("_schedule_delay_millis", "schedule_delay_millis"),
+    ("_max_export_batch_size", "max_export_batch_size"),
+    ("_export_timeout_millis", "export_timeout_millis"),
+)
+_STOCK_WORKER_ATTRS: Final = ("_exporter", "_shutdown", "_worker_awaken", "_worker_thread")
+
+
+# Keyword arguments of the processors that are objects, not OPTIONS entries.
+_CODE_ONLY: Final = frozenset({"meter_provider", "exporter_factory"})
+
+
+def _validate_options(options: Mapping[str, Any]) -> None:
+    """Fail before anything changes, with the processors' own messages.
+
+    Only the values given are checked: unset options come from the environment when the
+    processors are built, which is where a bad variable is reported (once per processor).
+    """
+    unknown = sorted(set(options) - _CODE_ONLY - {o.name for o in OPTIONS})
+    if unknown:
+        raise TypeError(f"unknown option(s): {', '.join(unknown)}")
+    for option in OPTIONS:
+        value = options.get(option.name)
+        if value is not None:
+            check_code_value(option, value)
+
+
+# -- configure() ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Setup:
+    """What :func:`configure` built.  ``shutdown()`` undoes it (flushes, stops, removes the handler)."""
+
+    tracer_provider: TracerProvider | None
+    logger_provider: LoggerProvider | None
+    span_processor: ScheduledSpanProcessor | None
+    log_processor: ScheduledLogRecordProcessor | None
+    logging_handler: logging.Handler | None = None
+    is_global: bool = False
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Flush traces then logs; False if ``timeout_millis`` passes first."""
+        ok = True
+        if self.tracer_provider is not None:
+            ok = self.tracer_provider.force_flush(timeout_millis) and ok
+        if self.logger_provider is not None:
+            ok = self.logger_provider.force_flush(timeout_millis) and ok
+        return ok
+
+    def shutdown(self) -> None:
+        """Remove the logging handler, then shut both providers down (exporting what is queued)."""
+        if self.logging_handler is not None:
+            logging.getLogger().removeHandler(self.logging_handler)
+            self.logging_handler = None
+        if self.tracer_provider is not None:
+            self.tracer_provider.shutdown()
+        if self.logger_provider is not None:
+            self.logger_provider.shutdown()
+
+    async def aforce_flush(self, timeout_millis: int = 30000) -> bool:
+        """``force_flush`` for asyncio applications: waits in a thread, never blocks the loop."""
+        return await asyncio.to_thread(self.force_flush, timeout_millis)
+
+    async def ashutdown(self) -> None:
+        """``shutdown`` for asyncio applications: waits in a thread, never blocks the loop."""
+        await asyncio.to_thread(self.shutdown)
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """``{"traces": ..., "logs": ...}``: each processor's ``stats()`` snapshot."""
+        out: dict[str, dict[str, Any]] = {}
+        if self.span_processor is not None:
+            out["traces"] = self.span_processor.stats()
+        if self.log_processor is not None:
+            out["logs"] = self.log_processor.stats()
+        return out
+
+
+def _protocol_for(signal: Signal, protocol: str | None) -> str:
+    if protocol is not None:
+        if protocol not in _PROTOCOLS:
+            raise ValueError(f"protocol={protocol!r} is invalid: expected one of {', '.join(_PROTOCOLS)}")
+        return protocol
+    per_signal = "TRACES" if signal is Signal.TRACES else "LOGS"
+    for name in (f"OTEL_EXPORTER_OTLP_{per_signal}_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        raw = os.environ.get(name, "").strip()
+        if not raw:
+            continue
+        if raw in _PROTOCOLS:
+            return raw
+        _logger.warning(
+            "Invalid value %r for %s: expected one of %s. Using %r.",
+            raw,
+            name,
+            ", ".join(_PROTOCOLS),
+            _DEFAULT_PROTOCOL,
+        )
+        break
+    return _DEFAULT_PROTOCOL
+
+
+def _otlp_exporter(
+    signal: Signal, endpoint: str | None, protocol: str | None, headers: Mapping[str, str] | None
+) -> Any:
+    """The stock OTLP exporter for ``signal``; unset arguments are left to its own env handling."""
+    chosen = _protocol_for(signal, protocol)
+    kwargs: dict[str, Any] = {}
+    if headers is not None:
+        kwargs["headers"] = dict(headers)
+    if chosen == "grpc":
+        if endpoint is not None:
+            kwargs["endpoint"] = endpoint
+        if signal is Signal.TRACES:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+            return OTLPSpanExporter(**kwargs)
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+
+        return OTLPLogExporter(**kwargs)
+    if endpoint is not None:
+        # Like OTEL_EXPORTER_OTLP_ENDPOINT: a base URL gets the signal's path appended.
+        path = _SIGNAL_PATHS[signal]
+        kwargs["endpoint"] = endpoint if endpoint.rstrip("/").endswith(path) else endpoint.rstrip("/") + path
+    if signal is Signal.TRACES:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HTTPSpanExporter
+
+        return HTTPSpanExporter(**kwargs)
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HTTPLogExporter
+
+    return HTTPLogExporter(**kwargs)
+
+
+def _make_logging_handler(logger_provider: LoggerProvider) -> logging.Handler:
+    """The instrumentation-logging handler when installed (the SDK's is deprecated), else the SDK's."""
+    try:
+        from opentelemetry.instrumentation.logging.handler import LoggingHandler as InstrumentationHandler
+    except ImportError:
+        pass
+    else:
+        handler: logging.Handler = InstrumentationHandler(logger_provider=logger_provider)
+        return handler
+    from opentelemetry.sdk._logs import LoggingHandler
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return LoggingHandler(logger_provider=logger_provider)
+
+
+def configure(
+    *,
+    service_name: str | None = None,
+    resource: Resource | None = None,
+    endpoint: str | None = None,
+    protocol: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    traces: bool = True,
+    logs: bool = True,
+    span_exporter: Any = None,
+    log_exporter: Any = None,
+    sampler: Sampler | None = None,
+    logging_handler: bool = True,
+    set_global: bool = True,
+    **options: Any,
+) -> Setup:
+    """Build tracer and logger providers exporting through our processors; return a :class:`Setup`.
+
+    * ``resource``: default ``Resource.create()``, which reads ``OTEL_SERVICE_NAME`` and
+      ``OTEL_RESOURCE_ATTRIBUTES``; ``service_name`` overrides ``service.name``.
+    * Exporters: ``span_exporter`` / ``log_exporter`` when given, otherwise the stock OTLP
+      exporters.  ``protocol`` (``grpc`` | ``http/protobuf``) defaults to
+      ``OTEL_EXPORTER_OTLP_{TRACES,LOGS}_PROTOCOL`` / ``OTEL_EXPORTER_OTLP_PROTOCOL``, then ``grpc``
+      as the SDK's configurator does.  ``endpoint`` is a base URL (``http://host:4318``; the
+      ``/v1/traces`` path is appended for HTTP) and defaults to the exporters' own variables.
+    * ``logging_handler``: attach a handler to the root logger sending stdlib ``logging``
+      records to the logger provider (removed again by ``Setup.shutdown()``).
+    * ``set_global``: make them the global providers.  If a global SDK provider is already set,
+      it is left alone with a warning (see :func:`adopt` for that situation).
+    * ``**options``: the processors' own options (``policy``, ``tenant_key``, ``priority_rules``,
+      ``max_queue_size``, ...), applied to both; unset ones come from the environment.
+    """
+    _validate_options(options)
+    if resource is None:
+        resource = Resource.create({SERVICE_NAME: service_name} if service_name else {})
+    elif service_name:
+        resource = resource.merge(Resource({SERVICE_NAME: service_name}))
+
+    tracer_provider = span_processor = None
+    logger_provider = log_processor = None
+    if traces:
+        exporter = span_exporter or _otlp_exporter(Signal.TRACES, endpoint, protocol, headers)
+        tracer_provider = TracerProvider(resource=resource, sampler=sampler)
+        span_processor = ScheduledSpanProcessor(exporter, **options)
+        tracer_provider.add_span_processor(span_processor)
+    if logs:
+        exporter = log_exporter or _otlp_exporter(Signal.LOGS, endpoint, protocol, headers)
+        logger_provider = LoggerProvider(resource=resource)
+        log_processor = ScheduledLogRecordProcessor(exporter, **options)
+        logger_provider.add_log_record_processor(log_processor)
+
+    is_global = False
+    if set_global:
+        is_global = True
+        if tracer_provider is not None:
+            if isinstance(trace.get_tracer_provider(), TracerProvider):
+                _logger.warning(
+                    "configure(): a global TracerProvider is already set; leaving it in place "
+                    "(use otel_sched.adopt() to switch its batch processors to ours)."
+                )
+                is_global = False
+            else:
+                trace.set_tracer_provider(tracer_provider)
+        if logger_provider is not None:
+            if isinstance(_logs.get_logger_provider(), LoggerProvider):
+                _logger.warning(
+                    "configure(): a global LoggerProvider is already set; leaving it in place "
+                    "(use otel_sched.adopt() to switch its batch processors to ours)."
+                )
+                is_global = False
+            else:
+                _logs.set_logger_provider(logger_provider)
+
+    handler = None
+    if logger_provider is not None and logging_handler:
+        handler = _make_logging_handler(logger_provider)
+        logging.getLogger().addHandler(handler)
+    return Setup(tracer_provider, logger_provider, span_processor, log_processor, handler, is_global)
+
+
+# -- adopt() ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Replacement:
+    """One stock processor that :func:`adopt` replaced.
+
+    ``old`` is stopped (its queue exported, its worker ended) but its exporter -- now ``new``'s --
+    was not shut down.  ``drained`` is False when the old worker's last export did not finish
+    within ``drain_timeout_millis`` (it finishes in the background).
+    """
+
+    signal: str
+    old: Any
+    new: ScheduledSpanProcessor | ScheduledLogRecordProcessor
+    drained: bool
+
+
+@dataclass
+class _Found:
+    signal: Signal
+    old: Any
+    field: str  # "_span_processors" | "_log_record_processors"
+    containers: list[Any]  # the (Synchronous|Concurrent)Multi*Processors holding it
+
+
+_CONTAINERS: Final[dict[Signal, tuple[str, str, Any]]] = {
+    Signal.TRACES: ("_active_span_processor", "_span_processors", BatchSpanProcessor),
+    Signal.LOGS: ("_multi_log_record_processor", "_log_record_processors", BatchLogRecordProcessor),
+}
+
+
+def _stock_internals_ok(processor: Any) -> bool:
+    batch = getattr(processor, "_batch_processor", None)
+    needed = _STOCK_WORKER_ATTRS + tuple(attr for attr, _ in _STOCK_SETTINGS)
+    if batch is None or not all(hasattr(batch, attr) for attr in needed):
+        return False
+    return isinstance(batch._worker_awaken, threading.Event) and isinstance(
+        batch._worker_thread, threading.Thread
+    )
+
+
+def _find(signal: Signal, provider: Any) -> list[_Found] | None:
+    """Stock processors registered on ``provider`` (nested multi processors included).
+
+    ``None`` when the provider's internals are not what this SDK version is known to have.
+    """
+    attr, field_name, stock = _CONTAINERS[signal]
+    root = getattr(provider, attr, None)
+    if not isinstance(getattr(root, field_name, None), tuple):
+        return None
+    found: list[_Found] = []
+    pending = [root]
+    seen: set[int] = set()
+    while pending:
+        container = pending.pop()
+        if id(container) in seen:  # a multi processor registered twice, or inside itself
+            continue
+        seen.add(id(container))
+        for processor in getattr(container, field_name):
+            if type(processor) is stock:
+                if not _stock_internals_ok(processor):
+                    return None
+                if processor._batch_processor._shutdown:
+                    _logger.info("otel_sched.adopt(): skipping %r, it is already shut down", processor)
+                    continue
+                same = [f for f in found if f.old is processor]
+                if same:
+                    same[0].containers.append(container)
+                else:
+                    found.append(_Found(signal, processor, field_name, [container]))
+            elif isinstance(processor, stock):
+                _logger.info(
+                    "otel_sched.adopt(): leaving %s in place: a subclass of %s may rely on its own behaviour",
+                    type(processor).__qualname__,
+                    stock.__name__,
+                )
+            elif isinstance(getattr(processor, field_name, None), tuple):
+                pending.append(processor)
+    return found
+
+
+def _replace_in(container: Any, field: str, old: Any, build: Callable[[], Any]) -> Any:
+    """Under the container's own lock: if ``old`` is there, put ``build()`` in its place."""
+    lock = getattr(container, "_lock", None)
+
+    def replace() -> Any:
+        current = getattr(container, field)
+        if not any(p is old for p in current):
+            return None
+        new = build()
+        setattr(container, field, tuple(new if p is old else p for p in current))
+        return new
+
+    if lock is not None and hasattr(lock, "__enter__"):
+        with lock:
+            return replace()
+    return replace()
+
+
+def _same(processor: Any) -> Any:
+    return processor
+
+
+def _swap(found: _Found, build: Callable[[], Any]) -> Any:
+    """Build ours and put it wherever ``old`` is registered, one tuple assignment per container.
+
+    Built under a container's lock, after checking ``old`` is still there: a processor built and
+    then not used would shut the shared exporter down when garbage collected.  ``None`` if
+    ``old`` is gone from every container.
+    """
+    new = None
+    for container in found.containers:
+        if new is None:
+            new = _replace_in(container, found.field, found.old, build)
+        else:
+            _replace_in(container, found.field, found.old, functools.partial(_same, new))
+    return new
+
+
+def _retire(old: Any, timeout_s: float) -> bool:
+    """Stop a stock processor's worker without shutting its (now shared) exporter down.
+
+    ``BatchProcessor.shutdown()`` would call ``exporter.shutdown()``; instead its worker is told to
+    stop the way shutdown tells it, and exports what is still queued on its way out.  A later
+    ``old.shutdown()`` is then a no-op (it returns early once ``_shutdown`` is set).
+    """
+    batch = old._batch_processor
+    batch._shutdown = True
+    batch._worker_awaken.set()
+    worker: threading.Thread = batch._worker_thread
+    if worker is threading.current_thread():
+        return False
+    worker.join(timeout_s)
+    return not worker.is_alive()
+
+
+def adopt(
+    tracer_provider: Any = None,
+    logger_provider: Any = None,
+    *,
+    drain_timeout_millis: float = 30000,
+    **options: Any,
+) -> list[Replacement]:
+    """Replace the stock batch processors on already-built providers with ours; return what changed.
+
+    With no provider given, the global tracer and logger providers are used; with either given,
+    only the ones given.  Every ``BatchSpanProcessor`` / ``BatchLogRecordProcessor`` registered on
+    them (directly or inside a nested multi processor; subclasses are left alone) is replaced, in
+    place and in order, by ours built around the same exporter instance with the same
+    ``max_queue_size`` / ``schedule_delay_millis`` / ``max_export_batch_size`` /
+    ``export_timeout_millis`` unless ``options`` say otherwise.  The old processor's queue is
+    exported and its worker stopped; the exporter is not shut down.  Its last export may overlap
+    ours for a moment.
+
+    If a provider's internals are not what this SDK version is known to have, a warning is logged
+    and nothing is changed.  Bad ``options`` raise before anything changes.
+    """
+    _validate_options(options)
+    if tracer_provider is None and logger_provider is None:
+        tracer_provider = trace.get_tracer_provider()
+        logger_provider = _logs.get_logger_provider()
+        # Proxies are what the API returns while nothing is set: nothing to adopt there.
+        if not isinstance(tracer_provider, TracerProvider):
+            tracer_provider = None
+        if not isinstance(logger_provider, LoggerProvider):
+            logger_provider = None
+
+    everything: list[_Found] = []
+    for signal, provider in ((Signal.TRACES, tracer_provider), (Signal.LOGS, logger_provider)):
+        if provider is None:
+            continue
+        found = _find(signal, provider)
+        if found is None:
+            _logger.warning(
+                "otel_sched.adopt(): %r does not look like an OpenTelemetry SDK %s provider this "
+                "version knows (no %s); nothing was changed.",
+                provider,
+                signal.value,
+                _CONTAINERS[signal][0],
+            )
+            return []
+        everything.extend(found)
+
+    replacements: list[Replacement] = []
+    timeout_s = max(drain_timeout_millis, 0) / 1000.0
+    for item in everything:
+        batch = item.old._batch_processor
+        kwargs: dict[str, Any] = {name: getattr(batch, attr) for attr, name in _STOCK_SETTINGS}
+        kwargs.update(options)
+        factory = ScheduledSpanProcessor if item.signal is Signal.TRACES else ScheduledLogRecordProcessor
+        try:
+            new = _swap(item, functools.partial(factory, batch._exporter, **kwargs))
+        except (TypeError, ValueError) as exc:
+            # e.g. a stock export_timeout_millis of 0, which the stock class never checked.
+            _logger.warning("otel_sched.adopt(): leaving %r in place: %s", item.old, exc)
+            continue
+        if new is None:
+            continue
+        drained = _retire(item.old, timeout_s)
+        if not drained:
+            _logger.warning(
+                "otel_sched.adopt(): the replaced %s's last export is still running after %s ms; "
+                "it will finish in the background.",
+                type(item.old).__name__,
+                drain_timeout_millis,
+            )
+        replacements.append(Replacement(item.signal.value, item.old, new, drained))
+    return replacements
+
+
+# -- patch_batch_processors() -----------------------------------------------------------------------
+
+_patch_lock = threading.Lock()
+# None while not patched; otherwise the options applied to the processors built in place of stock.
+_patch_options: dict[str, Any] | None = None
+_wrapped_classes: set[type] = set()
+
+
+def _constructor_wrapper(
+    stock: type, ours: Callable[..., Any]
+) -> Callable[[Any, Any, tuple[Any, ...], dict[str, Any]], Any]:
+    def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        cls = args[0]
+        options = _patch_options
+        # Subclasses keep their own class: they may depend on the stock behaviour.
+        if options is not None and cls is stock:
+            try:
+                return ours(*args[1:], **{**options, **kwargs})
+            except (TypeError, ValueError) as exc:
+                # The stock constructor then raises the SDK's own error, or works where ours refused.
+                _logger.warning("otel_sched: building the stock %s instead: %s", stock.__name__, exc)
+        # Returning an instance of cls makes type.__call__ run the stock __init__ as usual.
+        return wrapped(cls)
+
+    return wrapper
+
+
+def _install_wrappers() -> None:
+    """Wrap ``__new__`` of both stock classes, once per process.
+
+    Returning another object from ``__new__`` is what makes *every* reference to the class --
+    including ``from ... import BatchSpanProcessor`` bindings made before patching -- construct
+    ours.  The wrapper stays installed after unpatching and passes through: CPython cannot
+    restore the original ``object.__new__`` slot once ``__new__`` was assigned on a class.
+    """
+    import wrapt
+
+    for stock, ours in (
+        (BatchSpanProcessor, ScheduledSpanProcessor),
+        (BatchLogRecordProcessor, ScheduledLogRecordProcessor),
+    ):
+        if stock in _wrapped_classes:
+            continue
+        wrapt.wrap_function_wrapper(stock, "__new__", _constructor_wrapper(stock, ours))
+        _wrapped_classes.add(stock)
+
+
+def patch_batch_processors(**options: Any) -> None:
+    """From now on, ``BatchSpanProcessor(...)`` / ``BatchLogRecordProcessor(...)`` build ours.
+
+    Same exporter and arguments; ``options`` (``policy``, ``tenant_key``, ...) are added to each.
+    Subclasses of the stock classes and processors built before this call are not affected
+    (see :func:`adopt` for those).  Calling it again replaces the options.  Reversed by
+    :func:`unpatch_batch_processors`.  Bad options raise here, not at construction.
+    """
+    global _patch_options
+    _validate_options(options)
+    with _patch_lock:
+        _install_wrappers()
+        _patch_options = dict(options)
+
+
+def unpatch_batch_processors() -> None:
+    """Stock classes build stock processors again.  Processors already built stay ours."""
+    global _patch_options
+    with _patch_lock:
+        _patch_options = None
+
+
+def batch_processors_patched() -> bool:
+    """Whether :func:`patch_batch_processors` is in effect."""
+    return _patch_options is not None
