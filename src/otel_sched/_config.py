@@ -21,7 +21,7 @@ from typing import Any, Final, Generic, TypeVar
 
 from ._task import PriorityClass, Signal
 
-__all__ = ["OPTIONS", "POLICY_NAMES", "Config", "Option", "resolve_config"]
+__all__ = ["OPTIONS", "POLICY_NAMES", "Config", "Option", "resolve_config", "validate_options"]
 
 _logger = logging.getLogger(__name__)
 
@@ -451,6 +451,19 @@ def _from_env(option: Option[Any], signal: Signal) -> tuple[Any, bool]:
             option.default_for(signal),
         )
         return None, False
+
+
+def validate_options(**given: Any) -> None:
+    """Check only the values given in code (``None`` = not given), without reading the environment.
+
+    Raises exactly what building a processor with them would raise.
+    """
+    unknown = set(given) - set(_BY_NAME)
+    if unknown:
+        raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    for name, value in given.items():
+        if value is not None:
+            _from_code(_BY_NAME[name], value)
 
 
 def resolve_config(signal: Signal, **given: Any) -> Config:

@@ -32,8 +32,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import Sampler
 
-from ._config import OPTIONS
-from ._config import _from_code as check_code_value
+from ._config import validate_options
 from ._processors import ScheduledLogRecordProcessor, ScheduledSpanProcessor
 from ._task import Signal
 
@@ -74,13 +73,7 @@ def _validate_options(options: Mapping[str, Any]) -> None:
     Only the values given are checked: unset options come from the environment when the
     processors are built, which is where a bad variable is reported (once per processor).
     """
-    unknown = sorted(set(options) - _CODE_ONLY - {o.name for o in OPTIONS})
-    if unknown:
-        raise TypeError(f"unknown option(s): {', '.join(unknown)}")
-    for option in OPTIONS:
-        value = options.get(option.name)
-        if value is not None:
-            check_code_value(option, value)
+    validate_options(**{k: v for k, v in options.items() if k not in _CODE_ONLY})
 
 
 # -- configure() ------------------------------------------------------------------------------------
