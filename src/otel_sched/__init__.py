@@ -5,6 +5,7 @@
 becomes a task ranked by priority, tenant fairness and predicted export cost.
 """
 
+from ._boost import mark_trace_important, unmark_trace
 from ._priority_rules import PriorityClassifier, Rule, RuleSyntaxError, parse_rules
 from ._processors import ScheduledLogRecordProcessor, ScheduledSpanProcessor
 from ._setup import (
@@ -31,7 +32,9 @@ __all__ = [
     "__version__",
     "adopt",
     "configure",
+    "mark_trace_important",
     "parse_rules",
     "patch_batch_processors",
+    "unmark_trace",
     "unpatch_batch_processors",
 ]
