@@ -14,6 +14,7 @@ assignment, no lock (a dict store is atomic under the GIL).
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 
 from opentelemetry import trace
@@ -47,10 +48,8 @@ def mark_trace_important(
         raise ValueError(f"trace_id={trace_id!r} is not a valid trace id: expected an int in 1..2**128-1")
     _MARKED[trace_id] = int(cls)
     if len(_MARKED) > MAX_MARKED_TRACES:
-        try:
+        with contextlib.suppress(KeyError):  # another thread emptied it meanwhile
             _MARKED.popitem(last=False)
-        except KeyError:  # another thread emptied it meanwhile
-            pass
     return trace_id
 
 
