@@ -106,7 +106,7 @@ def test_mode_transitions(events: list[tuple[bool, bool]], modes: list[Mode]) ->
 
 
 def test_degraded_mode_sends_one_probe_at_a_time_with_growing_backoff() -> None:
-    machine = ModeMachine(min_backoff=0.5, max_backoff=4.0)
+    machine = ModeMachine(min_backoff=0.5, max_backoff=4.0, backoff_factor=2.0)
     machine.on_result(0.0, False, True)
     assert not machine.may_dispatch(0.2, 0)
     assert machine.may_dispatch(0.5, 0)

@@ -33,8 +33,8 @@ def test_a_failing_endpoint_is_taken_out_then_probed_back_in() -> None:
     assert router.endpoints[0].failures == 0
 
 
-def test_backoff_doubles_up_to_the_cap() -> None:
-    router = Router(["a"], min_backoff=1.0, max_backoff=4.0)
+def test_backoff_grows_up_to_the_cap() -> None:
+    router = Router(["a"], min_backoff=1.0, max_backoff=4.0, factor=2.0)
     now = 0.0
     gaps = []
     for _ in range(5):
@@ -52,7 +52,7 @@ def test_all_down_and_exclusions() -> None:
     router.record(0, 0.0, False, 0.1)
     assert not router.all_down(0.0)
     router.record(1, 0.0, False, 0.1)
-    assert router.all_down(0.0) and router.pick(0.5) is None
+    assert router.all_down(0.0) and router.pick(0.25) is None
 
 
 def test_needs_an_endpoint() -> None:

@@ -14,8 +14,9 @@ rises well above the baseline.  A server's ``Retry-After`` pauses dispatching.
     recovering --(every endpoint failing again)--> degraded
 
 While degraded the pipeline keeps accepting and shedding by priority, but sends at
-most one probe export at a time, spaced by an exponential backoff, instead of
-hammering a collector that is down.
+most one probe export at a time, spaced by a backoff (0.5 s growing by 1.5x up to
+5 s), instead of hammering a collector that is down -- and notices its return within
+a few seconds.
 """
 
 from __future__ import annotations
@@ -165,9 +166,11 @@ class ModeMachine:
         *,
         recovery_successes: int = 5,
         min_backoff: float = 0.5,
-        max_backoff: float = 30.0,
+        max_backoff: float = 5.0,
+        backoff_factor: float = 1.5,
     ) -> None:
         self.mode = Mode.NORMAL
+        self._factor = backoff_factor
         self._needed = recovery_successes
         self._successes = 0
         self._min_backoff = min_backoff
@@ -192,7 +195,7 @@ class ModeMachine:
             self._successes = 0
             if all_down:
                 if self.mode is Mode.DEGRADED:
-                    self.backoff = min(self._max_backoff, self.backoff * 2)
+                    self.backoff = min(self._max_backoff, self.backoff * self._factor)
                 self.mode = Mode.DEGRADED
                 self.next_probe = now + self.backoff
         if self.mode is not before:

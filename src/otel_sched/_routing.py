@@ -5,8 +5,8 @@ exports over the endpoints it was given and steers around failing ones; it never
 coordinates with other processes.
 
 Per endpoint it keeps an EWMA of export latency, the exports in flight and a
-circuit: a failed export opens it for a backoff (doubling from 1 s up to 30 s);
-when the backoff has passed, one probe export is let through (half-open); a success
+circuit: a failed export opens it for a backoff (0.5 s growing by 1.5x up to 5 s, or
+the server's Retry-After); when the backoff has passed, one probe export is let through (half-open); a success
 closes it.  :meth:`Router.pick` chooses the closed endpoint with the least expected
 wait, ``(in_flight + 1) * latency``, so load follows measured speed.
 """
@@ -39,13 +39,21 @@ class Router:
     """Chooses an endpoint per batch and learns from each result."""
 
     def __init__(
-        self, names: list[str], *, min_backoff: float = 1.0, max_backoff: float = 30.0, alpha: float = 0.3
+        self,
+        names: list[str],
+        *,
+        min_backoff: float = 0.5,
+        max_backoff: float = 5.0,
+        factor: float = 1.5,
+        alpha: float = 0.3,
     ) -> None:
         if not names:
             raise ValueError("a router needs at least one endpoint")
         self.endpoints = [Endpoint(n) for n in names]
         self._min_backoff = min_backoff
         self._max_backoff = max_backoff
+        self._factor = factor
+        self._factor = factor
         self._alpha = alpha
 
     def pick(self, now: float, exclude: frozenset[int] = frozenset()) -> int | None:
@@ -89,7 +97,8 @@ class Router:
         else:
             ep.failures += 1
             ep.successes = 0
-            ep.backoff = self._min_backoff if ep.backoff == 0.0 else min(self._max_backoff, ep.backoff * 2)
+            grown = min(self._max_backoff, ep.backoff * self._factor)
+            ep.backoff = self._min_backoff if ep.backoff == 0.0 else grown
             ep.open_until = now + (ep.backoff if open_for is None else max(open_for, 0.0))
 
     def next_reopen(self) -> float | None:
