@@ -364,6 +364,29 @@ OPTIONS: Final[tuple[Option[Any], ...]] = (
         "own endpoint.",
     ),
     Option(
+        "spool_dir",
+        "OTEL_PYTHON_SCHED_SPOOL_DIR",
+        None,
+        _optional_str,
+        "Directory of the on-disk spool (SQLite); unset: no spool.  {pid} is replaced by the process id "
+        "(one directory per prefork worker).  Needs the OTLP fast path.",
+    ),
+    Option(
+        "spool_max_bytes",
+        "OTEL_PYTHON_SCHED_SPOOL_MAX_BYTES",
+        256 * 1024 * 1024,
+        _int(1024 * 1024),
+        "Most payload bytes the spool holds; when full the lowest priority, oldest batches are evicted "
+        "(counted as spool_full).",
+    ),
+    Option(
+        "spool_max_age_millis",
+        "OTEL_PYTHON_SCHED_SPOOL_MAX_AGE_MILLIS",
+        24 * 3600 * 1000.0,
+        _number(0.0, exclusive=True),
+        "Spooled batches older than this are discarded instead of replayed (counted as spool_expired).",
+    ),
+    Option(
         "shutdown_timeout_millis",
         "OTEL_PYTHON_SCHED_SHUTDOWN_TIMEOUT_MILLIS",
         30000.0,
@@ -405,6 +428,9 @@ class Config:
     adaptive_concurrency: bool
     otlp_fast_path: bool
     endpoints: tuple[str, ...]
+    spool_dir: str | None
+    spool_max_bytes: int
+    spool_max_age_millis: float
     shutdown_timeout_millis: float
     max_recursion_depth: int
     sources: Mapping[str, str] = field(default_factory=dict)  # option -> "code" | "env" | "default"
@@ -510,6 +536,8 @@ def _render_default(option: Option[Any]) -> str:
         return ", ".join(f"{c.name.lower()}={int(v)}" for c, v in sorted(value.items(), reverse=True))
     if value is None or value == {} or value == ():
         return "unset"
+    if option.name == "spool_max_age_millis":
+        return f"{int(value)} (24 h)"
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)

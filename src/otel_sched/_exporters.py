@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlparse
 
-__all__ = ["ExporterSpec", "FastPath", "build_spec", "is_async", "parse_endpoints"]
+__all__ = ["ExporterSpec", "FastPath", "assemble_tasks", "build_spec", "is_async", "parse_endpoints"]
 
 _logger = logging.getLogger(__name__)
 
@@ -230,18 +230,17 @@ class FastPath:
         self.timeout = float(getattr(sender, "timeout", 10.0))
 
     def export_tasks(self, batch: Sequence[Any]) -> Any:
-        resources: dict[Any, tuple[Any, dict[Any, tuple[Any, list[bytes]]]]] = {}
-        for task in batch:
-            renv, senv = task.envelope
-            entry = resources.get(renv.key)
-            if entry is None:
-                entry = resources[renv.key] = (renv, {})
-            scope = entry[1].get(senv.key)
-            if scope is None:
-                scope = entry[1][senv.key] = (senv, [])
-            scope[1].append(task.encoded)
-        body = self._assemble([(renv, list(scopes.values())) for renv, scopes in resources.values()])
+        return self.sender.send(self._body(batch), self.timeout)
+
+    def _body(self, batch: Sequence[Any]) -> bytes:
+        return assemble_tasks(self._assemble, batch)
+
+    def send_body(self, body: bytes) -> Any:
+        """Send an already assembled request (a spooled batch being replayed)."""
         return self.sender.send(body, self.timeout)
+
+    def assemble(self, batch: Sequence[Any]) -> bytes:
+        return self._body(batch)
 
     def shutdown(self, timeout_millis: float = 30_000) -> None:
         self.sender.shutdown()
@@ -249,6 +248,21 @@ class FastPath:
             self.exporter.shutdown()
         except Exception:
             _logger.exception("Exporter %s raised in shutdown()", type(self.exporter).__name__)
+
+
+def assemble_tasks(assemble: Callable[[Any], bytes], batch: Sequence[Any]) -> bytes:
+    """One OTLP request from pre-encoded tasks, grouped under their resource/scope envelopes."""
+    resources: dict[Any, tuple[Any, dict[Any, tuple[Any, list[bytes]]]]] = {}
+    for task in batch:
+        renv, senv = task.envelope
+        entry = resources.get(renv.key)
+        if entry is None:
+            entry = resources[renv.key] = (renv, {})
+        scope = entry[1].get(senv.key)
+        if scope is None:
+            scope = entry[1][senv.key] = (senv, [])
+        scope[1].append(task.encoded)
+    return assemble([(renv, list(scopes.values())) for renv, scopes in resources.values()])
 
 
 def fast_path_for(exporter: Any, signal: str) -> FastPath | None:

@@ -75,6 +75,10 @@ class Stats:
         self.late_results = 0
         self.retried = 0  # batches sent again after a failure
         self.rejected = 0  # items a collector refused in a partial success (counted among exported batches)
+        self.spooled_batches = 0
+        self.spooled_items = 0  # put into the spool instead of being dropped
+        self.replayed_batches = 0
+        self.replayed_items = 0  # taken back from the spool and exported (counted in exported too)
         self.dropped: Counter[str] = Counter()
         self.class_exported = [0] * len(PriorityClass)
         self.class_dropped = [0] * len(PriorityClass)
@@ -107,6 +111,16 @@ class Stats:
         self.dropped[reason] += 1
         self.class_dropped[task.priority] += 1
         self._tenant(task.tenant)[1] += 1
+
+    def record_replay(self, priority: int, tenant: str, items: int, nbytes: int) -> None:
+        self.exported += items
+        self.exported_bytes += nbytes
+        self.replayed_batches += 1
+        self.replayed_items += items
+        self.class_exported[priority] += items
+        row = self._tenant(tenant)
+        row[0] += items
+        row[2] += nbytes
 
     def record_export(self, batch: list[Task], nbytes: int, now: float) -> None:
         self.exported += len(batch)

@@ -16,8 +16,10 @@ callers wait against a monotonic deadline.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
+import math
 import os
 import threading
 import time
@@ -37,13 +39,22 @@ from ._concurrency import AIMDController, Mode, ModeMachine
 from ._concurrency import Signal as Feedback
 from ._config import Config
 from ._cost_model import CostModel
-from ._encoding import EncodingError, encode_log, encode_span, log_envelopes, span_envelopes
-from ._exporters import ExporterSpec, build_spec, fast_path_for
+from ._encoding import (
+    EncodingError,
+    assemble_logs,
+    assemble_traces,
+    encode_log,
+    encode_span,
+    log_envelopes,
+    span_envelopes,
+)
+from ._exporters import ExporterSpec, assemble_tasks, build_spec, fast_path_for
 from ._metrics import SelfMetrics, Stats
 from ._policies import deadline_for, make_policy
 from ._priority_rules import compile_rules
 from ._queues import QueueSet
 from ._routing import Router
+from ._spool import Spool, SpoolUnavailable
 from ._task import PriorityClass, Signal, Task
 from ._workers import Job, Lane, LanePool, Outcome, export_depth, register_thread, unregister_thread
 
@@ -54,6 +65,21 @@ _logger = logging.getLogger(__name__)
 _CHUNK = 4096  # intake items classified per scheduler iteration before dispatching again
 _MIN_INTAKE = 2048
 _MAX_ATTEMPTS = 6  # transient failures on the pre-encoded path: tries per batch, as the stock exporters
+_LIVE_PER_REPLAY = 3  # with a live backlog, one spooled batch is replayed per this many live batches
+# Reasons for which a pre-encoded item goes to the spool (when there is one) instead of being lost.
+_SPOOLABLE: frozenset[str] = frozenset(
+    {
+        "queue_full",
+        "shed_priority",
+        "shed_fair_share",
+        "shed_trace",
+        "export_failed",
+        "export_error",
+        "export_invalid_result",
+        "export_timeout",
+        "shutdown_timeout",
+    }
+)
 _CLASS_NAMES = [c.name.lower() for c in PriorityClass]
 
 
@@ -175,6 +201,7 @@ class Pipeline:
         self._pid = os.getpid()
         prefix = f"otel-sched-{cfg.signal.value}"
         self._build_pool(prefix)
+        self._open_spool()
         self._thread = threading.Thread(target=self._run, name=f"{prefix}-scheduler", daemon=True)
         self._thread.start()
 
@@ -215,6 +242,35 @@ class Pipeline:
         lanes = self.pool.live_lanes()
         self.controller = AIMDController(lanes, adaptive=cfg.adaptive_concurrency)
         self.modes = ModeMachine()
+
+    def _open_spool(self) -> None:
+        cfg = self.config
+        self.spool: Spool | None = None
+        self._live_since_replay = 0
+        if not cfg.spool_dir:
+            return
+        if not self._fast:
+            _logger.warning(
+                "otel-sched: OTEL_PYTHON_SCHED_SPOOL_DIR=%r is ignored for the %s pipeline: the spool stores "
+                "pre-encoded OTLP and needs the fast path (a stock OTLP exporter, otlp_fast_path on)",
+                cfg.spool_dir,
+                self.signal.value,
+            )
+            return
+        try:
+            self.spool = Spool(
+                cfg.spool_dir,
+                signal_scope=self.signal.value,
+                max_bytes=cfg.spool_max_bytes,
+                max_age_s=cfg.spool_max_age_millis / 1000.0,
+            )
+        except SpoolUnavailable as exc:
+            _logger.error(
+                "otel-sched: the spool at %r cannot be used (%s); the %s pipeline continues in memory only",
+                cfg.spool_dir,
+                exc,
+                self.signal.value,
+            )
 
     def _after_fork_in_child(self) -> None:
         # Parent threads do not exist here and their locks may be held: rebuild everything.
@@ -393,12 +449,132 @@ class Pipeline:
         self._drop([(task, "encode_error")])
 
     def _drop(self, drops: list[tuple[Task, str]]) -> None:
+        if self.spool is not None:
+            drops = self._spool_instead(drops)
+            if not drops:
+                return
         record = self.stats.record_drop
         for task, reason in drops:
             record(task, reason)
             task.item = None
         if self.metrics.enabled:
             self.metrics.dropped((reason, t.priority, t.tenant) for t, reason in drops)
+
+    # -- the spool ---------------------------------------------------------------------------------------
+
+    def _spool_instead(self, drops: list[tuple[Task, str]]) -> list[tuple[Task, str]]:
+        """Put what can be spooled into the spool; returns the drops that remain."""
+        keep: list[Task] = []
+        rest: list[tuple[Task, str]] = []
+        reasons: dict[int, str] = {}
+        for task, reason in drops:
+            if reason in _SPOOLABLE and task.encoded is not None:
+                keep.append(task)
+                reasons[id(task)] = reason
+            else:
+                rest.append((task, reason))
+        if keep:
+            rest.extend((task, reasons[id(task)]) for task in self._spool_tasks(keep))
+        return rest
+
+    def _spool_tasks(self, tasks: list[Task]) -> list[Task]:
+        """Spool ``tasks`` as batches of one (class, tenant) each; returns those that could not be stored."""
+        spool = self.spool
+        assert spool is not None
+        assemble = assemble_traces if self.signal is Signal.TRACES else assemble_logs
+        groups: dict[tuple[int, str], list[Task]] = {}
+        for task in tasks:
+            groups.setdefault((task.priority, task.tenant), []).append(task)
+        mono, wall = time.monotonic(), time.time()
+        limit = self.config.max_export_batch_bytes
+        failed: list[Task] = []
+        for (priority, tenant), group in groups.items():
+            chunk: list[Task] = []
+            size = 0
+            for nxt in [*group, None]:
+                if nxt is not None and (not chunk or size + nxt.cost <= limit):
+                    chunk.append(nxt)
+                    size += nxt.cost
+                    continue
+                try:
+                    stored = spool.put(
+                        self.signal.value,
+                        tenant,
+                        priority,
+                        size,
+                        wall - (mono - min(t.enqueued for t in chunk)),
+                        len(chunk),
+                        assemble_tasks(assemble, chunk),
+                    )
+                except SpoolUnavailable as exc:
+                    _logger.error(
+                        "otel-sched: writing to the spool at %r failed (%s); the %s pipeline continues in "
+                        "memory only",
+                        self.config.spool_dir,
+                        exc,
+                        self.signal.value,
+                    )
+                    with contextlib.suppress(Exception):
+                        spool.close()
+                    self.spool = None
+                    failed.extend(chunk)
+                    failed.extend(t for t in tasks if t.encoded is not None and t not in failed)
+                    return failed
+                if stored is None:
+                    failed.extend(chunk)
+                else:
+                    self.stats.spooled_batches += 1
+                    self.stats.spooled_items += len(chunk)
+                    for t in chunk:
+                        t.encoded = t.envelope = t.item = None
+                if task is not None:
+                    chunk, size = [task], task.cost
+        return failed
+
+    def _replay_due(self) -> bool:
+        spool = self.spool
+        if spool is None or not spool.pending()[0] or any(r.kind != "flush" for r in self._pending):
+            return False
+        backlogged = self.queues.count >= self.former.max_items
+        return not backlogged or self._live_since_replay >= _LIVE_PER_REPLAY
+
+    def _replay_job(self, now: float, endpoint: int) -> Job | None:
+        assert self.spool is not None
+        try:
+            rows = self.spool.take(1)
+        except SpoolUnavailable:
+            self.spool = None
+            return None
+        if not rows:
+            return None
+        row = rows[0]
+        task = Task(None, row.priority, row.tenant, row.cost, 0, now, math.inf, 0)
+        job = Job([task], 0, endpoint)
+        job.body = row.payload
+        job.spooled = row
+        return job
+
+    def _finish_replay(self, job: Job, ok: bool) -> None:
+        row = job.spooled
+        spool = self.spool
+        if spool is None:
+            return
+        try:
+            if ok:
+                spool.ack([row.id])
+                self.stats.record_replay(row.priority, row.tenant, row.items, row.cost)
+            else:
+                spool.nack([row.id])
+        except SpoolUnavailable:
+            self.spool = None
+
+    def _spool_queue(self, now: float) -> None:
+        """Degraded: move what is queued into the spool now, so a crash loses as little as possible."""
+        while self.queues.count:
+            batch = self.former.form(self.queues, self.policy, now)
+            if not batch:
+                break
+            self._drop([(t, "export_failed") for t in batch])
 
     def _may_dispatch(self, now: float) -> bool:
         in_flight = self._jobs_in_flight
@@ -425,10 +601,20 @@ class Pipeline:
                 self._retries.popleft()
                 job.routed = job.endpoint = endpoint
                 job.tried = job.tried | {endpoint}
+            elif self._replay_due():
+                endpoint = self.router.pick(now)
+                if endpoint is None:
+                    break
+                replay = self._replay_job(now, endpoint)
+                if replay is None:
+                    continue
+                job = replay
+                self._live_since_replay = 0
             else:
                 endpoint = self.router.pick(now)
                 if endpoint is None or not self.former.due(self.queues, now, flushing=flushing):
                     break
+                self._live_since_replay += 1
                 batch = self.former.form(self.queues, self.policy, now)
                 if not batch:
                     break
@@ -439,6 +625,8 @@ class Pipeline:
             self.router.started(endpoint)
             self.controller.dispatched(now)
             self.pool.submit(job, self.pool.lane_for(endpoint))
+        if self.spool is not None and self.modes.mode is Mode.DEGRADED:
+            self._spool_queue(now)
         # Wake for a full batch when a job could go; otherwise classify in chunks (admission still matters).
         if not self._may_dispatch(now):
             self._wake_after = self._intake_cap // 8
@@ -479,6 +667,9 @@ class Pipeline:
                 feedback = Feedback.THROTTLED if detail is not None and detail.throttled else Feedback.ERROR
             self.controller.observe(now, seconds, feedback, retry_after)
             self._note_mode(self.modes.on_result(now, ok, self.router.all_down(now)))
+            if job.spooled is not None:
+                self._finish_replay(job, ok)
+                continue
             if outcome is Outcome.RETRYABLE and job.attempts < _MAX_ATTEMPTS:
                 job.attempts += 1
                 job.anywhere = True
@@ -540,7 +731,8 @@ class Pipeline:
             lane = job.lane
             assert lane is not None
             self._jobs_in_flight -= 1
-            self._in_flight -= len(job.batch)
+            if job.spooled is None:
+                self._in_flight -= len(job.batch)
             self.stats.export_calls += 1
             self.stats.export_failures += 1
             self.router.record(job.endpoint, now, False, now - job.started_at)
@@ -563,7 +755,10 @@ class Pipeline:
                 len(job.batch),
                 action,
             )
-            self._drop([(t, "export_timeout") for t in job.batch])
+            if job.spooled is not None:
+                self._finish_replay(job, False)
+            else:
+                self._drop([(t, "export_timeout") for t in job.batch])
 
     def _covered(self, request: _Request) -> bool:
         """No queued or in-flight task has a seq at or below the request's target."""
@@ -587,6 +782,9 @@ class Pipeline:
                 finished = True
                 if not request.ok:
                     self._abandon(request)
+                if self.spool is not None:
+                    self.spool.close()
+                    self.spool = None
                 if request.kind == "close":  # nobody waits for a collected processor: finish the job here
                     self._shutdown_exporters(request.deadline)
                     _LIVE.discard(self)
@@ -621,7 +819,9 @@ class Pipeline:
             due = self.former.next_due(self.queues)
             if due is not None:
                 candidates.append(due)
-        elif self.queues.count or self._retries:
+            if self._replay_due():  # spooled batches wait (e.g. left by a previous process)
+                candidates.append(now)
+        elif self.queues.count or self._retries or (self.spool is not None and self.spool.pending()[0]):
             # Blocked by a pause, a probe backoff or an open circuit: wake when that ends.
             for t in (self.controller.paused_until, self.modes.next_probe, self.router.next_reopen()):
                 if t is not None and t > now:
@@ -636,6 +836,21 @@ class Pipeline:
         return max(min(candidates) - now, 0.0) + 0.0005
 
     # -- introspection -----------------------------------------------------------------------------------
+
+    def _spool_stats(self) -> dict[str, Any]:
+        spool = self.spool
+        out: dict[str, Any] = {
+            "enabled": spool is not None,
+            "directory": None if spool is None else str(spool.directory),
+            "spooled_batches": self.stats.spooled_batches,
+            "spooled_items": self.stats.spooled_items,
+            "replayed_batches": self.stats.replayed_batches,
+            "replayed_items": self.stats.replayed_items,
+        }
+        if spool is not None:
+            out["pending_batches"], out["pending_bytes"] = spool.pending()
+            out.update(spool.counts())
+        return out
 
     def _gauges(self) -> dict[str, float]:
         snap = self.snapshot()
@@ -688,6 +903,7 @@ class Pipeline:
                 "retried_batches": self.stats.retried,
                 "rejected_by_collector": self.stats.rejected,
                 "otlp_fast_path": self._fast,
+                "spool": self._spool_stats(),
                 "async_loop": {
                     "max_lag_ms": self.pool.max_loop_lag * 1000.0,
                     "blocked": self.pool.loop_blocked,

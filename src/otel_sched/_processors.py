@@ -113,6 +113,10 @@ class SchedulerOptions(TypedDict, total=False):
     max_concurrent_exports: int
     adaptive_concurrency: bool
     endpoints: str | Sequence[str]
+    otlp_fast_path: bool
+    spool_dir: str
+    spool_max_bytes: int
+    spool_max_age_millis: float
     shutdown_timeout_millis: float
     max_recursion_depth: int
 

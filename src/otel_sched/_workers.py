@@ -102,11 +102,13 @@ class Job:
         "anywhere",
         "attempts",
         "batch",
+        "body",
         "depth",
         "detail",
         "endpoint",
         "lane",
         "routed",
+        "spooled",
         "started_at",
         "timed_out",
         "tried",
@@ -124,6 +126,8 @@ class Job:
         self.timed_out = False  # set by the scheduler: its result will be late and is not counted again
         self.detail: Any = None  # pre-encoded path: the sender's SendResult
         self.anywhere = False  # a transient failure: may be retried on any endpoint, the same one included
+        self.body: bytes | None = None  # a spooled batch being replayed: the assembled request
+        self.spooled: Any = None  # ... and its spool row
 
 
 DoneCallback = Callable[["Lane", Job, Outcome, float], None]
@@ -187,7 +191,10 @@ class Lane:
         try:
             export_tasks = getattr(self.exporter, "export_tasks", None)
             if export_tasks is not None:  # pre-encoded path: a SendResult, never an exception
-                job.detail = result = export_tasks(job.batch)
+                if job.body is not None:
+                    job.detail = result = self.exporter.send_body(job.body)
+                else:
+                    job.detail = result = export_tasks(job.batch)
                 if result.ok:
                     outcome = Outcome.SUCCESS
                 else:
