@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -329,3 +330,27 @@ def test_fork_under_load_each_process_delivers_its_own(receiver: OTLPReceiver, t
     parent_sent = stats["received"]
     assert sum(1 for n in names if n.startswith("parent")) + stats["dropped_total"] == parent_sent
     provider.shutdown()
+
+
+def test_a_worker_adopts_what_dead_workers_left_in_sibling_directories(
+    receiver: OTLPReceiver, tmp_path: Path
+) -> None:
+    from otel_sched._encoding import encode_spans_request
+    from otel_sched._spool import Spool
+
+    # A dead worker (pid 999999) left a spooled batch behind.
+    exporter = RecordingExporter()
+    source = _provider(ScheduledSpanProcessor(exporter))
+    _emit(source, 3, prefix="orphan")
+    source.force_flush()
+    body = encode_spans_request(exporter.items)
+    dead = Spool(tmp_path / "999999", signal_scope="traces")
+    dead.put("traces", "acme", 1, len(body), time.time(), 3, body)
+    dead.close()
+
+    processor = _processor(receiver, tmp_path / "{pid}")
+    assert wait_until(lambda: receiver.span_count >= 3)
+    assert set(_names(receiver)) == {"orphan0", "orphan1", "orphan2"}
+    assert not (tmp_path / "999999" / "spool-traces.db").exists()
+    processor.shutdown()
+    source.shutdown()

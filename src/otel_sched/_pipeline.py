@@ -271,6 +271,15 @@ class Pipeline:
                 exc,
                 self.signal.value,
             )
+            return
+        head, tail = os.path.split(cfg.spool_dir.rstrip(os.sep))
+        if tail == "{pid}":  # one directory per worker: take over what dead workers left behind
+            try:
+                adopted = self.spool.adopt_orphans(head)
+            except SpoolUnavailable:
+                adopted = 0
+            if adopted:
+                _logger.info("otel-sched: adopted %d spooled batches left by earlier processes", adopted)
 
     def _after_fork_in_child(self) -> None:
         # Parent threads do not exist here and their locks may be held: rebuild everything.
