@@ -19,14 +19,14 @@ def test_admits_while_there_is_room() -> None:
     assert len(rig.queues) == 3
 
 
-def test_higher_priority_evicts_the_newest_of_the_lowest_class() -> None:
+def test_higher_priority_evicts_the_oldest_of_the_lowest_class() -> None:
     rig = Rig("priority_fair", max_count=3)
     normal, _ = rig.admit(priority=NORMAL)
-    first_low, _ = rig.admit(priority=LOW)
+    oldest_low, _ = rig.admit(priority=LOW)
     newest_low, _ = rig.admit(priority=LOW)
     high, drops = rig.admit(priority=HIGH)
-    assert drops == [(newest_low, "shed_priority")]
-    assert rig.drain() == [high, normal, first_low]
+    assert drops == [(oldest_low, "shed_priority")]
+    assert rig.drain() == [high, normal, newest_low]
 
 
 def test_an_arrival_below_everything_queued_is_refused() -> None:
@@ -49,16 +49,15 @@ def test_a_new_high_item_is_never_dropped_while_lower_items_are_queued() -> None
 
 def test_within_a_class_the_tenant_most_over_its_share_is_shed() -> None:
     rig = Rig("priority_fair", max_count=10)
-    for _ in range(8):
-        rig.admit(tenant="noisy")
+    noisy_items = [rig.admit(tenant="noisy")[0] for _ in range(8)]
     rig.admit(tenant="quiet")
     rig.admit(tenant="quiet")
     _, drops = rig.admit(tenant="quiet")
-    assert len(drops) == 1
-    victim, reason = drops[0]
-    assert (victim.tenant, reason) == ("noisy", "shed_fair_share")
-    noisy, drops = rig.admit(tenant="noisy")
-    assert drops == [(noisy, "queue_full")]  # the heaviest tenant's newcomer is refused
+    assert drops == [(noisy_items[0], "shed_fair_share")]  # the noisy tenant's oldest
+    newcomer, drops = rig.admit(tenant="noisy")
+    # The heaviest tenant makes room for its own newer item, as the stock processor drops its oldest.
+    assert drops == [(noisy_items[1], "queue_full")]
+    assert newcomer in rig.drain()
 
 
 def test_fair_share_is_weighted() -> None:
@@ -90,10 +89,12 @@ def test_an_item_larger_than_the_byte_bound_is_refused_with_its_reason() -> None
 
 def test_spans_of_a_shed_trace_are_dropped_while_under_pressure() -> None:
     rig = Rig("priority_fair", max_count=10)
-    for _ in range(10):
-        rig.admit(priority=LOW, tenant="a")
     victim_trace = 777
-    rig.admit(priority=LOW, tenant="a", trace_id=victim_trace)  # refused: LOW, heaviest tenant
+    rig.admit(priority=LOW, tenant="a", trace_id=victim_trace)
+    for _ in range(9):
+        rig.admit(priority=LOW, tenant="a")
+    _, drops = rig.admit(priority=LOW, tenant="a")  # evicts tenant a's oldest: the victim trace's span
+    assert [t.trace_id for t, _ in drops] == [victim_trace]
     sibling, drops = rig.admit(priority=NORMAL, tenant="b", trace_id=victim_trace)
     assert drops == [(sibling, "shed_trace")]
     high_sibling, drops = rig.admit(priority=HIGH, tenant="b", trace_id=victim_trace)

@@ -120,3 +120,18 @@ def test_degraded_mode_sends_one_probe_at_a_time_with_growing_backoff() -> None:
     assert probes == [1.0, 2.0, 4.0, 4.0, 4.0]
     assert machine.on_result(now, True, False) is Mode.RECOVERING
     assert machine.may_dispatch(now, 7)
+
+
+def test_a_collector_that_serves_one_request_at_a_time_keeps_the_limit_low() -> None:
+    # Latency grows with our own concurrency: more in flight only queues at the collector.
+    controller = AIMDController(16)
+    limits = []
+    for _ in range(60):
+        limits.extend(drive(controller, [(0.1 * controller.limit, OK)]))
+    assert max(limits[-20:]) <= 2
+
+
+def test_a_collector_with_room_for_concurrency_gets_all_lanes() -> None:
+    controller = AIMDController(16)
+    drive(controller, [(0.1, OK)] * 30)
+    assert controller.limit == 16

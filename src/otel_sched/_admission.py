@@ -3,19 +3,20 @@
 Pure object, driven by the scheduler thread.  When an arriving task does not fit
 (by count or by predicted bytes) the victim is, in order:
 
-1. a task of the lowest non-empty priority class, if that class is below the
-   arriving task's class (reason ``shed_priority``);
-2. within the arriving task's own class, the newest task of the tenant furthest
-   over its weighted fair share (queued bytes / weight) -- the arriving task itself
-   when its tenant is that tenant (``queue_full``), else the other tenant's newest
-   task (``shed_fair_share``);
-3. the arriving task when everything queued outranks it (``queue_full``).
+1. if a class below the arriving task's holds tasks: the oldest task of the tenant
+   furthest over its fair share in the lowest such class (``shed_priority``);
+2. within the arriving task's own class: the oldest task of the tenant furthest over
+   its weighted fair share (queued bytes / weight), counting the arrival --
+   ``queue_full`` when that is the arriving task's own tenant (it makes room for its
+   own newer item, as the stock processor drops its oldest), ``shed_fair_share`` when
+   it is another tenant;
+3. the arriving task, when everything queued outranks it (``queue_full``).
 
-Victims are taken from the tail (newest), and their trace ids are remembered
-(bounded) so that, while the queue stays under pressure, later spans of a shed
-trace are dropped too (``shed_trace``) instead of evicting spans of traces that are
-still whole.  HIGH tasks are never dropped for trace consistency, and a newer HIGH
-task is never dropped while anything below HIGH is queued.
+Dropping the oldest keeps what is exported fresh and queue waits bounded.  Victims'
+trace ids are remembered (bounded) so that, while the queue stays under pressure,
+later spans of a shed trace are dropped too (``shed_trace``) instead of evicting spans
+of traces that are still whole.  HIGH tasks are never dropped for trace consistency,
+and a newer HIGH task is never dropped while anything below HIGH is queued.
 """
 
 from __future__ import annotations
@@ -154,12 +155,12 @@ class Admission:
             tenant = max(usage, key=share_of)
         if reason == "shed_fair_share":
             own = (usage.get(task.tenant, 0) + task.cost) / weight_of(task.tenant)
-            if own >= share_of(tenant):
-                return None  # the arriving task's tenant is the heaviest: refuse the newcomer
-        sq = queues.newest_of(low, tenant)
+            if own >= share_of(tenant):  # the arriving task's tenant is the heaviest
+                tenant, reason = task.tenant, "queue_full"
+        sq = queues.oldest_of(low, tenant)
         if sq is None:
-            return None
-        return queues.pop_tail(sq), reason
+            return None  # nothing of its own queued: the arrival itself is refused
+        return queues.pop_head(sq), reason
 
     def _remember(self, task: Task) -> None:
         if not task.trace_id or task.priority >= _HIGH:

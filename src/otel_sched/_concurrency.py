@@ -3,7 +3,8 @@
 :class:`AIMDController` decides how many exports may be in flight at once, in the
 spirit of Vector's adaptive request concurrency: start at 1; once per observation
 window (about one round trip) raise the limit by one if the limit was actually
-reached and the window's mean latency stayed within the baseline's noise; cut it
+reached and the window's mean latency stayed within 50% of the baseline (the best
+window of the last 30 -- the round trip without queueing); cut it
 multiplicatively on back-pressure (failure, timeout, throttling) or when latency
 rises well above the baseline.  A server's ``Retry-After`` pauses dispatching.
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections import deque
 
 __all__ = ["AIMDController", "Mode", "ModeMachine", "Signal"]
 
@@ -40,7 +42,7 @@ class AIMDController:
     """Additive-increase / multiplicative-decrease limit on concurrent exports.
 
     Invariants: ``1 <= limit <= max_limit``; ``baseline`` is None until the first
-    successful window and then a positive EWMA of window mean latencies.
+    successful window, then the lowest window mean latency of the last ``history`` windows.
     """
 
     def __init__(
@@ -50,10 +52,9 @@ class AIMDController:
         initial_limit: int = 1,
         decrease_ratio: float = 0.5,
         latency_decrease_ratio: float = 0.9,
-        ewma_alpha: float = 0.3,
-        deviation_scale: float = 2.0,
+        history: int = 30,
         min_window: float = 0.05,
-        tolerance: float = 0.25,
+        tolerance: float = 0.5,
         adaptive: bool = True,
     ) -> None:
         if max_limit < 1:
@@ -62,13 +63,11 @@ class AIMDController:
         self.adaptive = adaptive  # False: the limit stays at max_limit; Retry-After is still honoured
         self.limit = max(1, min(initial_limit if adaptive else max_limit, max_limit))
         self._decrease = decrease_ratio  # on back-pressure
-        self._latency_decrease = latency_decrease_ratio  # on latency above the baseline's noise
-        self._alpha = ewma_alpha
-        self._scale = deviation_scale
+        self._latency_decrease = latency_decrease_ratio  # on latency well above the baseline
+        self._history: deque[float] = deque(maxlen=history)  # recent window means
         self._min_window = min_window
         self._tolerance = tolerance
         self.baseline: float | None = None
-        self._deviation = 0.0
         self._window_start: float | None = None
         self._sum = 0.0
         self._count = 0
@@ -115,19 +114,14 @@ class AIMDController:
             self._last_cut = now
         elif self._count:
             mean = self._sum / self._count
-            if self.baseline is None:
-                self.baseline = mean
-                if self._reached:
-                    self._raise()
-            else:
-                ceiling = self.baseline * (1 + self._tolerance) + self._scale * self._deviation
-                if mean > ceiling:
-                    self._cut(self._latency_decrease)
-                elif self._reached:
-                    self._raise()
-                diff = abs(mean - self.baseline)
-                self._deviation = (1 - self._alpha) * self._deviation + self._alpha * diff
-                self.baseline = (1 - self._alpha) * self.baseline + self._alpha * mean
+            self._history.append(mean)
+            # The baseline is the best recent round trip: latency above it is queueing somewhere
+            # (at the collector or in our own CPU), which more concurrency would only lengthen.
+            self.baseline = min(self._history)
+            if mean > self.baseline * (1 + self._tolerance):
+                self._cut(self._latency_decrease)
+            elif self._reached:
+                self._raise()
         self._window_start = now
         self._sum = 0.0
         self._count = 0

@@ -127,6 +127,22 @@ class QueueSet:
                 best = sq
         return best
 
+    def oldest_of(self, priority: int, tenant: str) -> SubQueue | None:
+        """The sub-queue of (priority, tenant) whose head is the oldest task."""
+        if not self._cost_buckets:
+            sq = self._subqueues.get((priority, tenant, 0))
+            return sq if sq is not None and sq.tasks else None
+        best: SubQueue | None = None
+        for sq in self._subqueues.values():  # only the predictive policy buckets; few buckets per tenant
+            if (
+                sq.priority == priority
+                and sq.tenant == tenant
+                and sq.tasks
+                and (best is None or sq.tasks[0].seq < best.tasks[0].seq)
+            ):
+                best = sq
+        return best
+
     def lowest_nonempty_class(self) -> int | None:
         for c, n in enumerate(self.class_count):
             if n:
