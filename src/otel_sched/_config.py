@@ -182,6 +182,12 @@ def _rules(value: object) -> object:
     raise TypeError("a rule string, a sequence of rules/callables, or None")
 
 
+def _optional_mib(value: object) -> float | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return _number(0.0, exclusive=True)(value)
+
+
 def _endpoints(value: object) -> tuple[str, ...]:
     from ._exporters import parse_endpoints
 
@@ -387,6 +393,45 @@ OPTIONS: Final[tuple[Option[Any], ...]] = (
         "Spooled batches older than this are discarded instead of replayed (counted as spool_expired).",
     ),
     Option(
+        "resource_aware",
+        "OTEL_PYTHON_SCHED_RESOURCE_AWARE",
+        True,
+        _bool,
+        "Join the process-wide level: one memory budget and one export budget shared by every "
+        "pipeline, a psutil/cgroup probe, CPU-share capping.",
+    ),
+    Option(
+        "memory_limit_mib",
+        "OTEL_PYTHON_SCHED_MEMORY_LIMIT_MIB",
+        None,
+        _optional_mib,
+        "Memory budget of all pipelines in the process (MiB); unset: each pipeline adds 1.5 x its "
+        "max_queue_bytes.  Above 80% low priority is refused, above 95% only high priority.",
+    ),
+    Option(
+        "signal_weights",
+        "OTEL_PYTHON_SCHED_SIGNAL_WEIGHTS",
+        {},
+        _weights,
+        "Shares of the process-wide budgets per signal, e.g. traces=2,logs=1; unlisted signals weigh 1.",
+    ),
+    Option(
+        "cpu_cap_cores",
+        "OTEL_PYTHON_SCHED_CPU_CAP_CORES",
+        0.25,
+        _number(0.0, exclusive=True),
+        "When the process is CPU-saturated, the pipelines' own threads are held to about this many "
+        "cores (fewer export lanes).",
+    ),
+    Option(
+        "self_tuning",
+        "OTEL_PYTHON_SCHED_SELF_TUNING",
+        True,
+        _bool,
+        "Adapt batch size and delay to the measured export cost, within max_export_batch_size and "
+        "schedule_delay_millis (down to 1/8 and 1/10 of them).",
+    ),
+    Option(
         "shutdown_timeout_millis",
         "OTEL_PYTHON_SCHED_SHUTDOWN_TIMEOUT_MILLIS",
         30000.0,
@@ -431,6 +476,11 @@ class Config:
     spool_dir: str | None
     spool_max_bytes: int
     spool_max_age_millis: float
+    resource_aware: bool
+    memory_limit_mib: float | None
+    signal_weights: Mapping[str, float]
+    cpu_cap_cores: float
+    self_tuning: bool
     shutdown_timeout_millis: float
     max_recursion_depth: int
     sources: Mapping[str, str] = field(default_factory=dict)  # option -> "code" | "env" | "default"
@@ -525,6 +575,17 @@ def resolve_config(signal: Signal, **given: Any) -> Config:
             values["max_queue_size"],
         )
         values["max_export_batch_size"] = values["max_queue_size"]
+    limit = values["memory_limit_mib"]
+    floor_mib = 2 * values["max_export_batch_bytes"] / (1024 * 1024)
+    if limit is not None and limit < floor_mib:
+        message = (
+            f"memory_limit_mib={limit:g} is below what two export batches need "
+            f"({floor_mib:g} MiB at max_export_batch_bytes={values['max_export_batch_bytes']})"
+        )
+        if sources["memory_limit_mib"] == "code":
+            raise ValueError(message)
+        _logger.warning("%s (from the environment): using the default.", message)
+        values["memory_limit_mib"] = None
     return Config(signal=signal, sources=sources, **values)
 
 

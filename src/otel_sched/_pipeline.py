@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import logging
 import math
 import os
@@ -38,6 +39,7 @@ from ._classify import Classifier, TenantRegistry
 from ._concurrency import AIMDController, Mode, ModeMachine
 from ._concurrency import Signal as Feedback
 from ._config import Config
+from ._coordinator import TICK, Member, coordinator
 from ._cost_model import CostModel
 from ._encoding import (
     EncodingError,
@@ -53,6 +55,7 @@ from ._metrics import SelfMetrics, Stats
 from ._policies import deadline_for, make_policy
 from ._priority_rules import compile_rules
 from ._queues import QueueSet
+from ._resources import BatchTuner, MemoryLevel
 from ._routing import Router
 from ._spool import Spool, SpoolUnavailable
 from ._task import PriorityClass, Signal, Task
@@ -66,6 +69,9 @@ _CHUNK = 4096  # intake items classified per scheduler iteration before dispatch
 _MIN_INTAKE = 2048
 _MAX_ATTEMPTS = 6  # transient failures on the pre-encoded path: tries per batch, as the stock exporters
 _LIVE_PER_REPLAY = 3  # with a live backlog, one spooled batch is replayed per this many live batches
+_MIN_PRIORITY = {MemoryLevel.NORMAL: 0, MemoryLevel.SOFT: 1, MemoryLevel.HARD: 2}
+_TUNE_EVERY = 8  # successful exports between self-tuning decisions
+_MEMBERS = itertools.count(1)  # names pipelines in the process-wide level
 # Reasons for which a pre-encoded item goes to the spool (when there is one) instead of being lost.
 _SPOOLABLE: frozenset[str] = frozenset(
     {
@@ -78,6 +84,7 @@ _SPOOLABLE: frozenset[str] = frozenset(
         "export_invalid_result",
         "export_timeout",
         "shutdown_timeout",
+        "memory_pressure",
     }
 )
 _CLASS_NAMES = [c.name.lower() for c in PriorityClass]
@@ -149,6 +156,7 @@ class Pipeline:
         self._shutdown = False
         self._build()
         _LIVE.add(self)
+        self._join_coordinator()
 
     # -- construction (also after fork) ---------------------------------------------------------------
 
@@ -199,6 +207,20 @@ class Pipeline:
         self._retries: deque[Job] = deque()
         self._hung: set[Lane] = set()  # timed out, no replacement possible: wait for the call to return
         self._pid = os.getpid()
+        self._level = MemoryLevel.NORMAL
+        self._lane_cap = 1 << 30
+        self._base_intake_cap = self._intake_cap
+        self._tuner = (
+            BatchTuner(
+                max(1, cfg.max_export_batch_size // 8),
+                cfg.max_export_batch_size,
+                cfg.schedule_delay_millis / 10000.0,
+                cfg.schedule_delay_millis / 1000.0,
+            )
+            if cfg.self_tuning
+            else None
+        )
+        self._since_tune = 0
         prefix = f"otel-sched-{cfg.signal.value}"
         self._build_pool(prefix)
         self._open_spool()
@@ -280,6 +302,86 @@ class Pipeline:
                 adopted = 0
             if adopted:
                 _logger.info("otel-sched: adopted %d spooled batches left by earlier processes", adopted)
+
+    # -- the process-wide level ------------------------------------------------------------------------
+
+    def _join_coordinator(self) -> None:
+        cfg = self.config
+        explicit = cfg.memory_limit_mib is not None
+        budget = cfg.memory_limit_mib if explicit else 1.5 * cfg.max_queue_bytes / (1024 * 1024)
+        coordinator().join(
+            self,
+            Member(
+                f"{self.signal.value}#{next(_MEMBERS)}",
+                cfg.signal_weights.get(self.signal.value, 1.0),
+                float(budget or 0.0),
+                explicit,
+                cfg.cpu_cap_cores,
+                cfg.resource_aware,
+                self._threads,
+            ),
+        )
+
+    def _threads(self) -> list[threading.Thread]:
+        threads = [self._thread]
+        threads.extend(lane._thread for lane in self.pool.lanes if lane._thread is not None)
+        return threads
+
+    def _held_bytes(self) -> int:
+        """What this pipeline holds, in predicted encoded bytes: queued, in flight and in the intake."""
+        per_item = self.queues.nbytes / self.queues.count if self.queues.count else 512.0
+        return int(self.queues.nbytes + (self._in_flight + len(self._intake)) * per_item)
+
+    def _coordinate(self, now: float) -> None:
+        active = self.queues.count >= self.former.max_items or self._jobs_in_flight > 0
+        member = coordinator().refresh(self, self._held_bytes(), active, now)
+        if member is None or not self.config.resource_aware:
+            return
+        self._lane_cap = coordinator().lane_cap(self, self.pool.live_lanes())
+        level = member.level
+        if level is self._level:
+            return
+        if level.value > self._level.value:
+            _logger.warning(
+                "otel-sched %s pipeline: memory level %s (%s): %s",
+                self.signal.value,
+                level.name,
+                "budget" if member.bytes > 0 else "process",
+                "only HIGH items are accepted" if level is MemoryLevel.HARD else "LOW items are refused",
+            )
+        self._level = level
+        base_delay = self.config.schedule_delay_millis / 1000.0
+        if level is MemoryLevel.NORMAL:
+            self._intake_cap = self._base_intake_cap
+            self.former.delay = self._tuner.delay if self._tuner is not None else base_delay
+        else:
+            # Give memory back: a smaller intake, batches sent sooner, and the classes now refused shed.
+            self._intake_cap = max(256, self._base_intake_cap // (2 if level is MemoryLevel.SOFT else 8))
+            self.former.delay = min(self.former.delay, base_delay / 2)
+            self._shed_below(_MIN_PRIORITY[level], now)
+
+    def _shed_below(self, min_priority: int, now: float) -> None:
+        drops: list[tuple[Task, str]] = []
+        for sq in self.queues:
+            if sq.priority < min_priority:
+                while sq.tasks:
+                    drops.append((self.queues.pop_head(sq), "memory_pressure"))
+        if drops:
+            self._drop(drops)
+
+    def _tune(self) -> None:
+        tuner = self._tuner
+        if tuner is None or self.cost_model.samples < 3:
+            return
+        self._since_tune += 1
+        if self._since_tune < _TUNE_EVERY:
+            return
+        self._since_tune = 0
+        mean_item = self.stats.exported_bytes / self.stats.exported if self.stats.exported else 512.0
+        items, delay = tuner.tune(self.cost_model.base, self.cost_model.per_byte, mean_item)
+        self.former.max_items = items
+        if self._level is MemoryLevel.NORMAL:
+            self.former.delay = delay
 
     def _after_fork_in_child(self) -> None:
         # Parent threads do not exist here and their locks may be held: rebuild everything.
@@ -394,6 +496,7 @@ class Pipeline:
 
     def _step(self, now: float) -> bool:
         """One scheduler iteration; True when the pipeline has finished shutting down."""
+        self._coordinate(now)
         self._drain_completions()
         # Requests first, so a flush covers everything offered before it was asked.
         if self._requests:
@@ -416,6 +519,7 @@ class Pipeline:
         prepare = self._prepare
         fast, encode, envelopes = self._fast, self._encode, self._envelopes
         max_request = self.config.max_export_batch_bytes
+        min_priority = _MIN_PRIORITY[self._level]
         drops: list[tuple[Task, str]] = []
         n = 0
         while intake and (limit is None or n < limit):
@@ -431,6 +535,9 @@ class Pipeline:
                 self.stats.dropped["malformed"] += 1
                 continue
             task.depth = depth
+            if task.priority < min_priority:
+                drops.append((task, "memory_pressure"))
+                continue
             if fast:
                 try:
                     task.encoded = encode(task.item)
@@ -588,7 +695,7 @@ class Pipeline:
     def _may_dispatch(self, now: float) -> bool:
         in_flight = self._jobs_in_flight
         return (
-            in_flight < self.pool.live_lanes() - len(self._hung)
+            in_flight < min(self.pool.live_lanes() - len(self._hung), self._lane_cap)
             and self.controller.may_dispatch(now, in_flight)
             and self.modes.may_dispatch(now, in_flight)
             and self.router.pick(now) is not None
@@ -717,6 +824,7 @@ class Pipeline:
         if outcome is Outcome.SUCCESS:
             stats.record_export(batch, nbytes, time.monotonic())
             self.cost_model.observe(nbytes, len(batch), seconds)
+            self._tune()
             if self.metrics.enabled:
                 self.metrics.exported(len(batch), seconds)
             for task in batch:
@@ -794,6 +902,7 @@ class Pipeline:
                 if self.spool is not None:
                     self.spool.close()
                     self.spool = None
+                coordinator().leave(self)
                 if request.kind == "close":  # nobody waits for a collected processor: finish the job here
                     self._shutdown_exporters(request.deadline)
                     _LIVE.discard(self)
@@ -840,6 +949,8 @@ class Pipeline:
                 candidates.append((job.started_at or now) + self._timeout)
         for request in self._pending:
             candidates.append(request.deadline)
+        if self.config.resource_aware and (self.queues.count or self._intake):
+            candidates.append(now + TICK)  # holding items: keep the process-wide decisions fresh
         if not candidates:
             return None
         return max(min(candidates) - now, 0.0) + 0.0005
@@ -913,6 +1024,19 @@ class Pipeline:
                 "rejected_by_collector": self.stats.rejected,
                 "otlp_fast_path": self._fast,
                 "spool": self._spool_stats(),
+                "resources": {
+                    "memory_level": self._level.name.lower(),
+                    "held_bytes": self._held_bytes(),
+                    "lane_cap": min(self._lane_cap, self.pool.live_lanes()),
+                    "intake_capacity": self._intake_cap,
+                    "process": coordinator().snapshot(),
+                },
+                "tuning": {
+                    "enabled": self._tuner is not None,
+                    "batch_items": self.former.max_items,
+                    "batch_delay_ms": self.former.delay * 1000.0,
+                    "adjustments": 0 if self._tuner is None else self._tuner.adjustments,
+                },
                 "async_loop": {
                     "max_lag_ms": self.pool.max_loop_lag * 1000.0,
                     "blocked": self.pool.loop_blocked,

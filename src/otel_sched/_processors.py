@@ -117,6 +117,11 @@ class SchedulerOptions(TypedDict, total=False):
     spool_dir: str
     spool_max_bytes: int
     spool_max_age_millis: float
+    resource_aware: bool
+    memory_limit_mib: float
+    signal_weights: Mapping[str, float] | str
+    cpu_cap_cores: float
+    self_tuning: bool
     shutdown_timeout_millis: float
     max_recursion_depth: int
 

@@ -1,0 +1,221 @@
+"""The process-wide level above the processors: one memory budget, one export budget, weights.
+
+Every pipeline in the process (spans, logs, several processors of one kind) registers
+here.  Local queues stay per pipeline; this level decides how much each may hold and
+how many exports each may have in flight:
+
+* **memory** -- one budget (``memory_limit_mib``; default: the sum of the pipelines'
+  own byte bounds x 1.5) over everything the pipelines hold (queued bytes, bytes in
+  flight, and the intake).  A :class:`~otel_sched._resources.MemoryGovernor` turns the
+  total, and the process's standing against its container limit, into a level like the
+  Collector's memory_limiter.  A pipeline within its weighted share of the budget is held
+  one level lower than the total, so a log flood pushes the logs pipeline into shedding
+  while spans keep flowing.  SOFT: LOW items are refused and the batch delay halves;
+  HARD: only HIGH items are accepted and the intake shrinks.
+* **exports** -- a pipeline may have at most its weighted share of all lanes in flight
+  while another pipeline is backlogged, and all of them when alone (work conserving).
+* **CPU** -- the pipelines' own threads' CPU time is measured; when the process is
+  CPU-saturated and the pipelines use more than ``cpu_cap_cores``, the lanes shrink
+  (:class:`~otel_sched._resources.CpuGovernor`); with idle capacity they drain at full
+  speed.
+
+The resource probe (psutil, cgroup files) runs on its own background thread; pipelines
+read its latest sample.  Decisions are refreshed at most every :data:`TICK` seconds by
+whichever scheduler thread comes first; the lock is held only for that refresh.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from ._resources import CpuGovernor, CpuMeter, MemoryGovernor, MemoryLevel, ResourceProbe, thread_cpu_seconds
+
+__all__ = ["TICK", "Coordinator", "Member", "coordinator"]
+
+_logger = logging.getLogger(__name__)
+
+TICK = 0.25
+_LEVELS = [MemoryLevel.NORMAL, MemoryLevel.SOFT, MemoryLevel.HARD]
+
+
+class Member:
+    """What the coordinator knows of one pipeline; written by the coordinator under its lock."""
+
+    __slots__ = (
+        "active",
+        "budget_explicit",
+        "budget_mib",
+        "bytes",
+        "cpu_cap",
+        "level",
+        "name",
+        "resource_aware",
+        "threads",
+        "weight",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        weight: float,
+        budget_mib: float,
+        budget_explicit: bool,
+        cpu_cap: float,
+        resource_aware: bool,
+        threads: Callable[[], list[threading.Thread]],
+    ) -> None:
+        self.name = name
+        self.weight = weight
+        self.budget_mib = budget_mib
+        self.budget_explicit = budget_explicit  # memory_limit_mib given: a process-wide figure
+        self.cpu_cap = cpu_cap
+        self.resource_aware = resource_aware
+        self.threads = threads
+        self.bytes = 0
+        self.active = False  # has a backlog: competes for export slots
+        self.level = MemoryLevel.NORMAL
+
+
+class Coordinator:
+    """Process-wide budgets.  Thread-safe; pipelines call :meth:`refresh` from their scheduler threads."""
+
+    def __init__(
+        self,
+        probe_factory: Callable[[], ResourceProbe] = ResourceProbe,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._lock = threading.Lock()
+        self._members: dict[int, tuple[weakref.ReferenceType[Any], Member]] = {}
+        self._probe_factory = probe_factory
+        self._probe: ResourceProbe | None = None
+        self._clock = clock
+        self._last = -math.inf
+        self._memory: MemoryGovernor | None = None
+        self._budget = 0
+        self._cpu_meter = CpuMeter()
+        self._cpu = CpuGovernor()
+        self.lanes_factor = 1.0
+        self.pipeline_cpu = 0.0  # cores used by all pipeline threads (EWMA)
+        self.level = MemoryLevel.NORMAL
+
+    # -- membership ---------------------------------------------------------------------------------
+
+    def join(self, owner: Any, member: Member) -> None:
+        with self._lock:
+            self._members[id(owner)] = (weakref.ref(owner), member)
+            self._rebudget()
+            if member.resource_aware and self._probe is None:
+                self._probe = self._probe_factory()
+                self._probe.start()
+            self._last = -math.inf
+
+    def leave(self, owner: Any) -> None:
+        with self._lock:
+            self._members.pop(id(owner), None)
+            self._rebudget()
+            if self._probe is not None and not any(m.resource_aware for _, m in self._members.values()):
+                self._probe.stop(timeout=1.0)
+                self._probe = None
+
+    def _rebudget(self) -> None:
+        members = [m for _, m in self._members.values()]
+        explicit = [m.budget_mib for m in members if m.budget_explicit]
+        # An explicit limit is for the whole process; derived ones add up, one per pipeline.
+        mib = max(explicit) if explicit else sum(m.budget_mib for m in members)
+        self._budget = int(mib * 1024 * 1024)
+        self._memory = MemoryGovernor(self._budget) if self._budget > 0 else None
+        if members:
+            self._cpu = CpuGovernor(cap_cores=min(m.cpu_cap for m in members))
+
+    # -- decisions ------------------------------------------------------------------------------------------
+
+    def refresh(self, owner: Any, held_bytes: int, active: bool, now: float | None = None) -> Member | None:
+        """Report this pipeline's state; returns its member with current decisions."""
+        now = self._clock() if now is None else now
+        with self._lock:
+            entry = self._members.get(id(owner))
+            if entry is None:
+                return None
+            member = entry[1]
+            member.bytes = held_bytes
+            member.active = active
+            if now - self._last >= TICK:
+                self._last = now
+                self._decide(now)
+            return member
+
+    def _decide(self, now: float) -> None:
+        members = [m for ref, m in self._members.values() if ref() is not None]
+        sample = self._probe.latest() if self._probe is not None else None
+        total = sum(m.bytes for m in members)
+        if self._memory is not None:
+            self.level = self._memory.level(total, sample)
+        threads = [t for m in members if m.resource_aware for t in m.threads()]
+        self.pipeline_cpu = self._cpu_meter.update(thread_cpu_seconds(threads), now) if threads else 0.0
+        self.lanes_factor = self._cpu.advise(self.pipeline_cpu, sample).max_lanes_factor
+        weights = sum(m.weight for m in members) or 1.0
+        for m in members:
+            if not m.resource_aware:
+                m.level = MemoryLevel.NORMAL
+                continue
+            level = _LEVELS.index(self.level)
+            if level and m.bytes <= self._budget * m.weight / weights:
+                level -= 1  # within its weighted share: one level gentler than the total
+            m.level = _LEVELS[level]
+
+    def lane_cap(self, owner: Any, lanes: int) -> int:
+        """How many exports this pipeline may have in flight now (its share while others contend)."""
+        with self._lock:
+            entry = self._members.get(id(owner))
+            if entry is None:
+                return lanes
+            me = entry[1]
+            if not me.resource_aware:
+                return lanes
+            cap = max(1, int(lanes * self.lanes_factor))
+            others = [
+                m for ref, m in self._members.values() if m is not me and m.active and ref() is not None
+            ]
+            if not others or not me.active:
+                return cap
+            weights = me.weight + sum(m.weight for m in others)
+            return max(1, math.floor(cap * me.weight / weights + 0.5))
+
+    def snapshot(self) -> dict[str, Any]:
+        sample = self._probe.latest() if self._probe is not None else None
+        return {
+            "memory_level": self.level.name.lower(),
+            "memory_budget_bytes": self._budget,
+            "pipelines_bytes": sum(m.bytes for _, m in self._members.values()),
+            "pipeline_cpu_cores": self.pipeline_cpu,
+            "lanes_factor": self.lanes_factor,
+            "probe": None
+            if self._probe is None
+            else {
+                "enabled": self._probe.enabled,
+                "disabled_reason": self._probe.disabled_reason,
+                "rss": None if sample is None else sample.rss,
+                "process_cpu": None if sample is None else sample.process_cpu,
+                "system_cpu": None if sample is None else sample.system_cpu,
+                "container_limit": None if sample is None else sample.container_limit,
+            },
+        }
+
+
+_COORDINATOR: Coordinator | None = None
+_COORDINATOR_LOCK = threading.Lock()
+
+
+def coordinator() -> Coordinator:
+    """The process-wide coordinator (created on first use)."""
+    global _COORDINATOR
+    with _COORDINATOR_LOCK:
+        if _COORDINATOR is None:
+            _COORDINATOR = Coordinator()
+        return _COORDINATOR

@@ -1,0 +1,251 @@
+"""The process-wide level: one memory budget and one export budget for every pipeline, weights, CPU."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import pytest
+from opentelemetry._logs import SeverityNumber
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import Status, StatusCode
+
+from otel_sched import ScheduledLogRecordProcessor, ScheduledSpanProcessor
+from otel_sched import _coordinator as coordinator_module
+from otel_sched._config import resolve_config
+from otel_sched._coordinator import Coordinator, Member
+from otel_sched._resources import MemoryLevel, ResourceSample
+from otel_sched._task import Signal
+
+from ._exporters import RecordingExporter, wait_until
+
+KIB = 1024
+
+
+class _FakeProbe:
+    def __init__(self, sample: ResourceSample | None) -> None:
+        self.sample = sample
+        self.enabled = True
+        self.disabled_reason = None
+        self.started = False
+
+    def start(self) -> None:
+        self.started = True
+
+    def stop(self, timeout: float | None = None) -> None:
+        self.started = False
+
+    def latest(self) -> ResourceSample | None:
+        return self.sample
+
+
+def _sample(**kw: Any) -> ResourceSample:
+    base: dict[str, Any] = {
+        "rss": 100 * 1024 * 1024,
+        "container_limit": None,
+        "container_usage": None,
+        "process_cpu": 0.1,
+        "system_cpu": 0.1,
+        "cpu_count": 2,
+        "at": 0.0,
+    }
+    base.update(kw)
+    return ResourceSample(**base)
+
+
+class _Owner:
+    pass
+
+
+def _member(name: str, weight: float = 1.0, budget_mib: float = 10.0, explicit: bool = True) -> Member:
+    return Member(name, weight, budget_mib, explicit, 0.25, True, lambda: [threading.current_thread()])
+
+
+# -- the coordinator as an object with explicit time --------------------------------------------------
+
+
+def test_a_pipeline_within_its_share_is_held_one_level_gentler_than_the_total() -> None:
+    c = Coordinator(probe_factory=lambda: _FakeProbe(None))  # type: ignore[arg-type, return-value]
+    spans, logs = _Owner(), _Owner()
+    c.join(spans, _member("traces"))
+    c.join(logs, _member("logs"))
+    mib = 1024 * 1024
+    # a log flood holds 9.6 MiB of the 10 MiB budget; spans hold 0.1 MiB
+    c.refresh(logs, int(9.6 * mib), True, now=1.0)
+    member = c.refresh(spans, int(0.1 * mib), True, now=2.0)
+    assert c.level is MemoryLevel.HARD
+    assert member is not None and member.level is MemoryLevel.SOFT
+    logs_member = c.refresh(logs, int(9.6 * mib), True, now=3.0)
+    assert logs_member is not None and logs_member.level is MemoryLevel.HARD
+
+
+@pytest.mark.parametrize(
+    ("weights", "expected"),
+    [((1.0, 1.0), (8, 8)), ((3.0, 1.0), (12, 4))],
+)
+def test_export_lanes_are_shared_by_weight_while_both_are_backlogged(
+    weights: tuple[float, float], expected: tuple[int, int]
+) -> None:
+    c = Coordinator(probe_factory=lambda: _FakeProbe(None))  # type: ignore[arg-type, return-value]
+    spans, logs = _Owner(), _Owner()
+    c.join(spans, _member("traces", weights[0]))
+    c.join(logs, _member("logs", weights[1]))
+    c.refresh(spans, 0, True, now=1.0)
+    c.refresh(logs, 0, True, now=1.0)
+    assert (c.lane_cap(spans, 16), c.lane_cap(logs, 16)) == expected
+    c.refresh(logs, 0, False, now=2.0)  # logs idle: spans may use every lane (work conserving)
+    assert c.lane_cap(spans, 16) == 16
+
+
+def test_cpu_saturation_with_a_greedy_pipeline_shrinks_the_lanes(monkeypatch: pytest.MonkeyPatch) -> None:
+    probe = _FakeProbe(_sample(process_cpu=1.0, system_cpu=0.95))
+    c = Coordinator(probe_factory=lambda: probe)  # type: ignore[arg-type, return-value]
+    owner = _Owner()
+    c.join(owner, _member("traces"))
+    cpu = iter([0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0])  # the pipeline's threads use 1 core
+    monkeypatch.setattr(coordinator_module, "thread_cpu_seconds", lambda threads: next(cpu))
+    for t in range(1, 6):
+        c.refresh(owner, 0, True, now=t * 0.5)
+    assert c.pipeline_cpu > 0.25
+    assert c.lane_cap(owner, 16) < 16
+    probe.sample = _sample(process_cpu=0.3, system_cpu=0.2)  # idle capacity again: full speed
+    c.refresh(owner, 0, True, now=10.0)
+    c.refresh(owner, 0, True, now=10.5)
+    assert c.lane_cap(owner, 16) == 16
+
+
+def test_a_process_near_its_container_limit_gives_memory_back_first() -> None:
+    limit = 1024 * 1024 * 1024
+    probe = _FakeProbe(
+        _sample(rss=int(0.92 * limit), container_limit=limit, container_usage=int(0.92 * limit))
+    )
+    c = Coordinator(probe_factory=lambda: probe)  # type: ignore[arg-type, return-value]
+    owner = _Owner()
+    c.join(owner, _member("traces", budget_mib=100.0))
+    c.refresh(owner, 1024, True, now=1.0)
+    assert c.level is not MemoryLevel.NORMAL  # the pipeline holds almost nothing, the container is full
+
+
+# -- the processors under a memory budget ---------------------------------------------------------------
+
+
+def _span(tracer: Any, name: str, error: bool = False, size: int = 2000) -> None:
+    with tracer.start_as_current_span(name, attributes={"payload": "x" * size}) as span:
+        if error:
+            span.set_status(Status(StatusCode.ERROR))
+
+
+def test_under_memory_pressure_normal_items_are_shed_and_errors_kept(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    exporter = RecordingExporter()
+    exporter.gate = threading.Event()  # nothing leaves: memory only grows
+    processor = ScheduledSpanProcessor(
+        exporter,
+        memory_limit_mib=0.5,
+        max_export_batch_bytes=64 * KIB,
+        max_export_batch_size=10,
+        schedule_delay_millis=5,
+        max_queue_size=4096,
+    )
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("memory")
+    with caplog.at_level(logging.WARNING, logger="otel_sched._pipeline"):
+        for i in range(400):
+            _span(tracer, f"n{i}", error=i % 10 == 0)
+            if i % 50 == 0:
+                wait_until(lambda: processor.stats()["intake"] == 0, timeout=2)
+        assert wait_until(lambda: processor.stats()["dropped"].get("memory_pressure", 0) > 0)
+    stats = processor.stats()
+    # Shedding gave the memory back, so the level may already be normal again.
+    assert stats["resources"]["held_bytes"] < 0.95 * 512 * KIB
+    assert stats["by_priority"]["high"]["dropped"] == 0
+    assert "memory level" in caplog.text
+    exporter.gate.set()
+    processor.shutdown()
+
+
+def test_a_log_flood_does_not_starve_spans_of_the_shared_budget() -> None:
+    span_exporter, log_exporter = RecordingExporter(), RecordingExporter()
+    log_exporter.gate = threading.Event()  # the logs collector is stuck: logs pile up
+    spans = ScheduledSpanProcessor(
+        span_exporter,
+        memory_limit_mib=1,
+        max_export_batch_bytes=64 * KIB,
+        schedule_delay_millis=5,
+        max_queue_size=8192,
+    )
+    logs = ScheduledLogRecordProcessor(
+        log_exporter,
+        memory_limit_mib=1,
+        max_export_batch_bytes=64 * KIB,
+        schedule_delay_millis=5,
+        max_queue_size=8192,
+    )
+    tracer_provider = TracerProvider(shutdown_on_exit=False)
+    tracer_provider.add_span_processor(spans)
+    logger_provider = LoggerProvider()
+    logger_provider.add_log_record_processor(logs)
+    logger = logger_provider.get_logger("flood")
+    for i in range(3000):
+        logger.emit(body="y" * 1000, severity_number=SeverityNumber.INFO, attributes={"i": i})
+        if i % 200 == 0:
+            wait_until(lambda: logs.stats()["intake"] == 0, timeout=2)
+    assert wait_until(lambda: logs.stats()["resources"]["memory_level"] != "normal")
+    tracer = tracer_provider.get_tracer("app")
+    for i in range(200):
+        _span(tracer, f"s{i}", size=200)
+    assert spans.force_flush(10_000)
+    assert len(span_exporter.items) == 200  # spans within their share keep flowing
+    assert spans.stats()["dropped_total"] == 0
+    assert logs.stats()["dropped"].get("memory_pressure", 0) > 0
+    log_exporter.gate.set()
+    spans.shutdown()
+    logs.shutdown()
+
+
+def test_self_tuning_stays_within_the_configured_bounds() -> None:
+    exporter = RecordingExporter()
+    processor = ScheduledSpanProcessor(exporter, max_export_batch_size=64, schedule_delay_millis=20)
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("tune")
+    for i in range(3000):
+        _span(tracer, f"t{i}", size=50)
+    assert processor.force_flush(10_000)
+    tuning = processor.stats()["tuning"]
+    assert tuning["enabled"] is True
+    assert 64 // 8 <= tuning["batch_items"] <= 64
+    assert 2.0 <= tuning["batch_delay_ms"] <= 20.0
+    processor.shutdown()
+
+
+# -- bad input ------------------------------------------------------------------------------------------
+
+
+def test_a_memory_limit_below_two_batches_is_refused_from_code() -> None:
+    with pytest.raises(ValueError, match=r"memory_limit_mib=1 is below what two export batches need"):
+        ScheduledSpanProcessor(RecordingExporter(), memory_limit_mib=1)  # 2 x 2 MiB batches
+
+
+def test_a_negative_memory_limit_is_refused() -> None:
+    with pytest.raises(ValueError, match="memory_limit_mib=-5"):
+        ScheduledSpanProcessor(RecordingExporter(), memory_limit_mib=-5)
+
+
+def test_a_bad_memory_limit_from_env_warns_and_uses_the_default(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("OTEL_PYTHON_SCHED_MEMORY_LIMIT_MIB", "0.5")
+    with caplog.at_level(logging.WARNING, logger="otel_sched._config"):
+        config = resolve_config(Signal.TRACES)
+    assert config.memory_limit_mib is None
+    assert "memory_limit_mib=0.5 is below" in caplog.text
+
+
+def test_signal_weights_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_PYTHON_SCHED_SIGNAL_WEIGHTS", "traces=3,logs=1")
+    assert resolve_config(Signal.LOGS).signal_weights == {"traces": 3.0, "logs": 1.0}
