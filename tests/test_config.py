@@ -172,3 +172,36 @@ def test_docs_configuration_table_matches_the_code() -> None:
     docs = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
     hint = "regenerate: python -c 'from otel_sched._config import options_table as t; print(t())'"
     assert options_table() in docs, hint
+
+
+@pytest.mark.parametrize(
+    ("env", "bad"),
+    [
+        ("OTEL_PYTHON_SCHED_MAX_CONCURRENT_EXPORTS", "0"),
+        ("OTEL_PYTHON_SCHED_ADAPTIVE_CONCURRENCY", "sometimes"),
+        ("OTEL_PYTHON_SCHED_OTLP_FAST_PATH", "maybe"),
+        ("OTEL_PYTHON_SCHED_ENDPOINTS", "collector:4318"),
+        ("OTEL_PYTHON_SCHED_SPOOL_MAX_BYTES", "12"),
+        ("OTEL_PYTHON_SCHED_SPOOL_MAX_AGE_MILLIS", "-1"),
+        ("OTEL_PYTHON_SCHED_RESOURCE_AWARE", "2"),
+        ("OTEL_PYTHON_SCHED_MEMORY_LIMIT_MIB", "lots"),
+        ("OTEL_PYTHON_SCHED_SIGNAL_WEIGHTS", "traces"),
+        ("OTEL_PYTHON_SCHED_CPU_CAP_CORES", "0"),
+        ("OTEL_PYTHON_SCHED_SELF_TUNING", "yes please"),
+        ("OTEL_PYTHON_SCHED_AGING_MILLIS", "soon"),
+        ("OTEL_PYTHON_SCHED_FAIR_QUANTUM_BYTES", "-3"),
+        ("OTEL_PYTHON_SCHED_MAX_RECURSION_DEPTH", "deep"),
+        ("OTEL_PYTHON_SCHED_SHUTDOWN_TIMEOUT_MILLIS", "0"),
+        ("OTEL_PYTHON_SCHED_MAX_QUEUE_BYTES", "1"),
+        ("OTEL_PYTHON_SCHED_MAX_EXPORT_BATCH_BYTES", "x"),
+    ],
+)
+def test_every_option_warns_on_a_bad_env_value_and_keeps_its_default(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, env: str, bad: str
+) -> None:
+    option = next(o for o in OPTIONS if o.env == env)
+    monkeypatch.setenv(env, bad)
+    with caplog.at_level(logging.WARNING, logger="otel_sched._config"):
+        config = resolve_config(Signal.TRACES)
+    assert getattr(config, option.name) == option.default_for(Signal.TRACES)
+    assert env in caplog.text and repr(bad) in caplog.text
