@@ -111,26 +111,29 @@ def _optional_str(value: object) -> str | None:
     return stripped or None
 
 
+def _pairs(value: object, expected: str) -> list[tuple[object, object]]:
+    """``"a=1,b=2"`` or a mapping, as (key, raw value) pairs; the shape only, values unchecked."""
+    if isinstance(value, Mapping):
+        return list(value.items())
+    if not isinstance(value, str):
+        raise TypeError(expected)
+    items: list[tuple[object, object]] = []
+    for part in value.split(","):
+        if not part.strip():
+            continue
+        key, sep, raw = part.partition("=")
+        if not sep or not key.strip():
+            raise _Invalid(expected)
+        items.append((key.strip(), raw.strip()))
+    return items
+
+
 def _weights(value: object) -> Mapping[str, float]:
     """``"acme=2,globex=0.5"`` or a mapping of tenant to a positive weight."""
     expected = "tenant=weight pairs with positive weights, e.g. 'acme=2,globex=0.5'"
-    items: list[tuple[object, object]]
-    if isinstance(value, str):
-        items = []
-        for part in value.split(","):
-            if not part.strip():
-                continue
-            key, sep, raw_weight = part.partition("=")
-            if not sep or not key.strip():
-                raise _Invalid(expected)
-            items.append((key.strip(), raw_weight.strip()))
-    elif isinstance(value, Mapping):
-        items = list(value.items())
-    else:
-        raise TypeError(expected)
     parse = _number(0.0, exclusive=True)
     out: dict[str, float] = {}
-    for tenant, weight in items:
+    for tenant, weight in _pairs(value, expected):
         if not isinstance(tenant, str):
             raise TypeError(expected)
         try:
@@ -143,20 +146,7 @@ def _weights(value: object) -> Mapping[str, float]:
 def _max_ages(value: object) -> Mapping[PriorityClass, float]:
     """``"high=2000,normal=10000,low=30000"`` (milliseconds) or a mapping."""
     expected = "class=milliseconds pairs for low/normal/high, e.g. 'high=2000,low=60000'"
-    items: list[tuple[object, object]]
-    if isinstance(value, str):
-        items = []
-        for part in value.split(","):
-            if not part.strip():
-                continue
-            key, sep, raw_millis = part.partition("=")
-            if not sep:
-                raise _Invalid(expected)
-            items.append((key.strip(), raw_millis.strip()))
-    elif isinstance(value, Mapping):
-        items = list(value.items())
-    else:
-        raise TypeError(expected)
+    items = _pairs(value, expected)
     out = dict(_DEFAULT_MAX_AGES)
     parse = _number(0.0, exclusive=True)
     for cls_name, millis in items:

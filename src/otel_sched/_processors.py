@@ -40,6 +40,20 @@ def _check_exporter(exporter: object, argument: str) -> None:
         )
 
 
+def _stock_options(
+    max_queue_size: int | None,
+    schedule_delay_millis: float | None,
+    max_export_batch_size: int | None,
+    export_timeout_millis: float | None,
+) -> dict[str, Any]:
+    return {
+        "max_queue_size": max_queue_size,
+        "schedule_delay_millis": schedule_delay_millis,
+        "max_export_batch_size": max_export_batch_size,
+        "export_timeout_millis": export_timeout_millis,
+    }
+
+
 class _Scheduled:
     """What the span and log processors share: the pipeline, shutdown, flush and stats."""
 
@@ -148,19 +162,10 @@ class ScheduledSpanProcessor(_Scheduled, SpanProcessor):
         **options: Unpack[SchedulerOptions],
     ) -> None:
         _check_exporter(span_exporter, "span_exporter")
-        self._start(
-            Signal.TRACES,
-            span_exporter,
-            meter_provider,
-            exporter_factory,
-            {
-                "max_queue_size": max_queue_size,
-                "schedule_delay_millis": schedule_delay_millis,
-                "max_export_batch_size": max_export_batch_size,
-                "export_timeout_millis": export_timeout_millis,
-                **options,
-            },
+        stock = _stock_options(
+            max_queue_size, schedule_delay_millis, max_export_batch_size, export_timeout_millis
         )
+        self._start(Signal.TRACES, span_exporter, meter_provider, exporter_factory, {**stock, **options})
         self._offer = self._pipeline.offer
 
     @property
@@ -199,19 +204,10 @@ class ScheduledLogRecordProcessor(_Scheduled, LogRecordProcessor):
         **options: Unpack[SchedulerOptions],
     ) -> None:
         _check_exporter(exporter, "exporter")
-        self._start(
-            Signal.LOGS,
-            exporter,
-            meter_provider,
-            exporter_factory,
-            {
-                "max_queue_size": max_queue_size,
-                "schedule_delay_millis": schedule_delay_millis,
-                "max_export_batch_size": max_export_batch_size,
-                "export_timeout_millis": export_timeout_millis,
-                **options,
-            },
+        stock = _stock_options(
+            max_queue_size, schedule_delay_millis, max_export_batch_size, export_timeout_millis
         )
+        self._start(Signal.LOGS, exporter, meter_provider, exporter_factory, {**stock, **options})
         self._offer = self._pipeline.offer_checked
 
     @property
