@@ -172,6 +172,10 @@ class Classifier:
             self._estimate = estimate_log_bytes
             self._trace_id = _log_trace_id
 
+    def use_exact_cost(self) -> None:
+        """The fast path encodes every item right after classification: skip the estimate."""
+        self._estimate = _unit_cost
+
     def _tenant_lookup(self, key: str | None) -> Callable[[Any], str]:
         if key is None:
             return lambda item: DEFAULT_TENANT
@@ -216,6 +220,10 @@ class Classifier:
     @property
     def last_seq(self) -> int:
         return self._seq
+
+
+def _unit_cost(item: Any) -> int:
+    return 1
 
 
 def _span_trace_id(span: Any) -> int:

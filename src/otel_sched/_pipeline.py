@@ -223,6 +223,8 @@ class Pipeline:
         self._since_tune = 0
         prefix = f"otel-sched-{cfg.signal.value}"
         self._build_pool(prefix)
+        if self._fast:
+            self.classifier.use_exact_cost()
         self._open_spool()
         self._thread = threading.Thread(target=self._run, name=f"{prefix}-scheduler", daemon=True)
         self._thread.start()
