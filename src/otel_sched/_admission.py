@@ -56,6 +56,11 @@ class _Heaviest:
             self._marks[tenant] = share
             heapq.heappush(self._heap, (-share, tenant))
 
+    def reset(self, usage: dict[str, int], weight_of: Callable[[str], float]) -> None:
+        self._marks = {t: u / weight_of(t) for t, u in usage.items() if u > 0}
+        self._heap = [(-share, t) for t, share in self._marks.items()]
+        heapq.heapify(self._heap)
+
     def top(self, share_of: Callable[[str], float], live: int) -> str | None:
         heap = self._heap
         if len(heap) > 4 * live + 64:
@@ -103,6 +108,9 @@ class Admission:
         self._shed_trace_memory = shed_trace_memory
         self._pressure_count = int(max_count * pressure)
         self._pressure_bytes = int(max_bytes * pressure)
+        self._track_count = max_count // 2
+        self._track_bytes = max_bytes // 2
+        self._tracking = False
 
     def admit(self, task: Task, queues: QueueSet) -> list[Drop]:
         """Make room for ``task`` and push it, or refuse it.
@@ -128,10 +136,19 @@ class Admission:
             drops.append(victim)
             self._remember(victim[0])
         queues.push(task)
-        c = task.priority
-        self._heaviest[c].grew(
-            task.tenant, queues.usage[c].get(task.tenant, 0) / self._weight_of(task.tenant)
-        )
+        # Who is heaviest matters only when the queue can fill: track it from half full on.
+        if queues.count >= self._track_count or queues.nbytes >= self._track_bytes:
+            if not self._tracking:
+                self._tracking = True
+                for c, heaviest in enumerate(self._heaviest):
+                    heaviest.reset(queues.usage[c], self._weight_of)
+            else:
+                c = task.priority
+                self._heaviest[c].grew(
+                    task.tenant, queues.usage[c].get(task.tenant, 0) / self._weight_of(task.tenant)
+                )
+        else:
+            self._tracking = False
         return drops
 
     def _victim(self, task: Task, queues: QueueSet) -> Drop | None:

@@ -272,7 +272,7 @@ class ResourceProbe:
 
     def __init__(
         self,
-        interval: float = 0.5,
+        interval: float = 1.0,
         psutil_module: Any = _AUTO,
         cgroup_root: str = DEFAULT_CGROUP_ROOT,
         clock: Callable[[], float] = time.monotonic,

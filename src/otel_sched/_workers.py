@@ -142,6 +142,8 @@ class Lane:
         self.endpoint = endpoint
         self.exporter = exporter
         self.asynchronous = asynchronous
+        # Sleeps here; shares the pool's lock so that waking one lane never wakes them all.
+        self.wakeup = threading.Condition(pool.lock) if not asynchronous else None
         self.jobs: deque[Job] = deque()  # waiting for this lane (others may steal); guarded by pool.cond
         self.current: Job | None = None  # guarded by pool.cond
         self.retired = False  # replaced after a hang: takes no new job
@@ -174,7 +176,8 @@ class Lane:
                     while job is None:
                         if pool.stopping or self.retired:
                             return
-                        pool.cond.wait()
+                        assert self.wakeup is not None
+                        self.wakeup.wait()
                         job = pool._take(self)
                 cell[0] = job.depth + 1
                 outcome, seconds = self._export_sync(job)
@@ -249,7 +252,8 @@ class LanePool:
         on_done: DoneCallback,
     ) -> None:
         self.name = name
-        self.cond = threading.Condition(threading.Lock())
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
         self.stopping = False
         self.asynchronous = asynchronous
         self._make_exporter = make_exporter
@@ -341,7 +345,7 @@ class LanePool:
     def submit(self, job: Job, lane: Lane) -> None:
         with self.cond:
             lane.jobs.append(job)
-            self.cond.notify_all()
+            self._wake_for(lane)
         if self.asynchronous and self._loop is not None:
             self._loop.call_soon_threadsafe(self._kick_async)
 
@@ -378,7 +382,7 @@ class LanePool:
             fresh.jobs.extend(orphans)
             self.lanes.append(fresh)
             self.replaced += 1
-            self.cond.notify_all()
+            self._wake_all()
         if lane.asynchronous and lane.task is not None and self._loop is not None:
             self._loop.call_soon_threadsafe(lane.task.cancel)
         if self.asynchronous and self._loop is not None:
@@ -388,6 +392,25 @@ class LanePool:
     def cancel_async(self, lane: Lane) -> None:
         if lane.task is not None and self._loop is not None:
             self._loop.call_soon_threadsafe(lane.task.cancel)
+
+    def _wake_for(self, lane: Lane) -> None:
+        """Wake ``lane`` for its new job, or, when it is busy, one idle lane that may steal it (lock held)."""
+        if lane.asynchronous:
+            return
+        if lane.current is None and not lane.retired:
+            assert lane.wakeup is not None
+            lane.wakeup.notify()
+            return
+        for other in self.lanes:
+            if other.current is None and not other.retired and self.endpoint_ok[other.endpoint]:
+                assert other.wakeup is not None
+                other.wakeup.notify()
+                return
+
+    def _wake_all(self) -> None:
+        for lane in self.lanes:
+            if lane.wakeup is not None:
+                lane.wakeup.notify()
 
     # -- lane side (pool.cond held) -----------------------------------------------------------------------
 
@@ -424,7 +447,7 @@ class LanePool:
         """Lanes finish what they hold and end; the loop lives on until the exporters are shut down."""
         with self.cond:
             self.stopping = True
-            self.cond.notify_all()
+            self._wake_all()
 
     def exporters(self) -> list[Any]:
         seen: dict[int, Any] = {}
