@@ -201,7 +201,8 @@ def test_a_log_flood_does_not_starve_spans_of_the_shared_budget() -> None:
     assert spans.force_flush(10_000)
     assert len(span_exporter.items) == 200  # spans within their share keep flowing
     assert spans.stats()["dropped_total"] == 0
-    assert logs.stats()["dropped"].get("memory_pressure", 0) > 0
+    # the logs pipeline sheds (by class, and with a byte-bounded intake) to stay in its share
+    assert logs.stats()["dropped_total"] > 0
     log_exporter.gate.set()
     spans.shutdown()
     logs.shutdown()

@@ -55,7 +55,10 @@ class Member:
         "cpu_cap",
         "level",
         "name",
+        "ready",
         "resource_aware",
+        "sent",
+        "share_bytes",
         "threads",
         "weight",
     )
@@ -80,6 +83,9 @@ class Member:
         self.bytes = 0
         self.active = False  # has a backlog: competes for export slots
         self.level = MemoryLevel.NORMAL
+        self.share_bytes = 0  # its weighted share of the process-wide memory budget
+        self.sent = 0.0  # bytes sent while contending, divided by weight (weighted fair turns)
+        self.ready = False  # has a batch due and nothing of its own holding it back
 
 
 class Coordinator:
@@ -135,7 +141,9 @@ class Coordinator:
 
     # -- decisions ------------------------------------------------------------------------------------------
 
-    def refresh(self, owner: Any, held_bytes: int, active: bool, now: float | None = None) -> Member | None:
+    def refresh(
+        self, owner: Any, held_bytes: int, active: bool, now: float | None = None, ready: bool = False
+    ) -> Member | None:
         """Report this pipeline's state; returns its member with current decisions."""
         now = self._clock() if now is None else now
         with self._lock:
@@ -145,6 +153,7 @@ class Coordinator:
             member = entry[1]
             member.bytes = held_bytes
             member.active = active
+            member.ready = ready
             if now - self._last >= TICK:
                 self._last = now
                 self._decide(now)
@@ -161,16 +170,21 @@ class Coordinator:
         self.lanes_factor = self._cpu.advise(self.pipeline_cpu, sample).max_lanes_factor
         weights = sum(m.weight for m in members) or 1.0
         for m in members:
+            m.share_bytes = int(self._budget * m.weight / weights)
             if not m.resource_aware:
                 m.level = MemoryLevel.NORMAL
                 continue
             level = _LEVELS.index(self.level)
-            if level and m.bytes <= self._budget * m.weight / weights:
-                level -= 1  # within its weighted share: one level gentler than the total
+            if level and len(members) > 1 and m.bytes <= m.share_bytes:
+                level -= 1  # within its weighted share while others hold more: one level gentler
             m.level = _LEVELS[level]
 
     def lane_cap(self, owner: Any, lanes: int) -> int:
-        """How many exports this pipeline may have in flight now (its share while others contend)."""
+        """How many exports this pipeline may have in flight now (its share while others contend).
+
+        ``lanes`` is what the pipeline would use on its own (its adaptive limit); the CPU
+        governor's factor scales it.
+        """
         with self._lock:
             entry = self._members.get(id(owner))
             if entry is None:
@@ -186,6 +200,49 @@ class Coordinator:
                 return cap
             weights = me.weight + sum(m.weight for m in others)
             return max(1, math.floor(cap * me.weight / weights + 0.5))
+
+    def _contenders(self, me: Member) -> list[Member]:
+        # Only pipelines that could send right now: a stuck or paused one must not hold others back.
+        return [
+            m
+            for ref, m in self._members.values()
+            if m is not me and m.ready and m.resource_aware and ref() is not None
+        ]
+
+    def contended(self, owner: Any) -> bool:
+        """Whether another pipeline is backlogged at the same time (turns then apply)."""
+        with self._lock:
+            entry = self._members.get(id(owner))
+            return entry is not None and bool(self._contenders(entry[1]))
+
+    def may_send(self, owner: Any, allowance: float) -> bool:
+        """Weighted fair turns between backlogged pipelines sharing collectors and CPU.
+
+        A pipeline may start an export unless it is more than ``allowance`` (one batch, in
+        bytes) ahead of another backlogged pipeline, counting bytes sent divided by weight:
+        deficit round robin across pipelines, so a log flood gets its share of the exports,
+        not all of them.
+        """
+        with self._lock:
+            entry = self._members.get(id(owner))
+            if entry is None or not entry[1].resource_aware:
+                return True
+            me = entry[1]
+            others = self._contenders(me)
+            return not others or me.sent <= min(m.sent for m in others) + allowance / me.weight
+
+    def charge(self, owner: Any, nbytes: int) -> None:
+        """An export of ``nbytes`` started."""
+        with self._lock:
+            entry = self._members.get(id(owner))
+            if entry is None:
+                return
+            me = entry[1]
+            others = self._contenders(me)
+            if others:
+                # Coming back from idle earns no credit: start level with the others.
+                me.sent = max(me.sent, min(m.sent for m in others) - nbytes / me.weight)
+            me.sent += nbytes / me.weight
 
     def snapshot(self) -> dict[str, Any]:
         sample = self._probe.latest() if self._probe is not None else None

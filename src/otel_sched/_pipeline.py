@@ -209,6 +209,9 @@ class Pipeline:
         self._pid = os.getpid()
         self._level = MemoryLevel.NORMAL
         self._lane_cap = 1 << 30
+        self._share_bytes = 0
+        self._contended = False  # another pipeline of the process is backlogged too
+        self._turn_allowance = float(cfg.max_export_batch_bytes)
         self._base_intake_cap = self._intake_cap
         self._tuner = (
             BatchTuner(
@@ -336,10 +339,13 @@ class Pipeline:
 
     def _coordinate(self, now: float) -> None:
         active = self.queues.count >= self.former.max_items or self._jobs_in_flight > 0
-        member = coordinator().refresh(self, self._held_bytes(), active, now)
+        ready = self.former.due(self.queues, now) and self._may_dispatch(now, turns=False)
+        member = coordinator().refresh(self, self._held_bytes(), active, now, ready)
         if member is None or not self.config.resource_aware:
             return
-        self._lane_cap = coordinator().lane_cap(self, self.pool.live_lanes())
+        self._contended = coordinator().contended(self)
+        self._lane_cap = coordinator().lane_cap(self, min(self.controller.limit, self.pool.live_lanes()))
+        self._share_bytes = member.share_bytes
         level = member.level
         if level is self._level:
             return
@@ -357,17 +363,25 @@ class Pipeline:
             self._intake_cap = self._base_intake_cap
             self.former.delay = self._tuner.delay if self._tuner is not None else base_delay
         else:
-            # Give memory back: a smaller intake, batches sent sooner, and the classes now refused shed.
-            self._intake_cap = max(256, self._base_intake_cap // (2 if level is MemoryLevel.SOFT else 8))
+            # Give memory back: an intake bounded by bytes (a quarter of the share), batches sent
+            # sooner, and the classes now refused shed down to the soft level.
+            per_item = self.queues.nbytes / self.queues.count if self.queues.count else 512.0
+            self._intake_cap = int(min(self._base_intake_cap, max(64, 0.25 * member.share_bytes / per_item)))
             self.former.delay = min(self.former.delay, base_delay / 2)
-            self._shed_below(_MIN_PRIORITY[level], now)
+            self._shed_below(_MIN_PRIORITY[level], int(0.8 * member.share_bytes))
 
-    def _shed_below(self, min_priority: int, now: float) -> None:
+    def _shed_below(self, min_priority: int, target_bytes: int) -> None:
+        """Shed queued items below ``min_priority``, lowest class and oldest first, to ``target_bytes``."""
         drops: list[tuple[Task, str]] = []
-        for sq in self.queues:
-            if sq.priority < min_priority:
-                while sq.tasks:
-                    drops.append((self.queues.pop_head(sq), "memory_pressure"))
+        held = self._held_bytes()
+        for c in range(min_priority):
+            for sq in self.queues:
+                if sq.priority != c:
+                    continue
+                while sq.tasks and held > target_bytes:
+                    task = self.queues.pop_head(sq)
+                    held -= task.cost
+                    drops.append((task, "memory_pressure"))
         if drops:
             self._drop(drops)
 
@@ -694,13 +708,14 @@ class Pipeline:
                 break
             self._drop([(t, "export_failed") for t in batch])
 
-    def _may_dispatch(self, now: float) -> bool:
+    def _may_dispatch(self, now: float, turns: bool = True) -> bool:
         in_flight = self._jobs_in_flight
         return (
             in_flight < min(self.pool.live_lanes() - len(self._hung), self._lane_cap)
             and self.controller.may_dispatch(now, in_flight)
             and self.modes.may_dispatch(now, in_flight)
             and self.router.pick(now) is not None
+            and (not turns or not self._contended or coordinator().may_send(self, self._turn_allowance))
         )
 
     def _dispatch(self, now: float) -> None:
@@ -740,6 +755,8 @@ class Pipeline:
                 self._note_dispatch(batch, now)
                 self._in_flight += len(batch)
             self._jobs_in_flight += 1
+            if self._contended:
+                coordinator().charge(self, sum(t.cost for t in job.batch))
             self.router.started(endpoint)
             self.controller.dispatched(now)
             self.pool.submit(job, self.pool.lane_for(endpoint))
