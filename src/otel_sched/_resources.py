@@ -646,8 +646,9 @@ class CpuGovernor:
     interpreter can, whatever the spare cores -- or the machine has no spare capacity
     (``system_cpu >= 0.9``) while the process uses at least half a core; on a single CPU
     (the count is lowered to a container's CPU quota), process CPU >= 0.95 alone.  Then,
-    when the pipeline's share exceeds the cap, each sample scales lanes by ``cap / share`` (down to ``min_lanes_factor``) and batch size by ``share / cap`` (up
-    to ``max_batch_factor``: fewer, bigger requests amortise per-request overhead).  When
+    when the pipeline's share exceeds the cap, each sample scales lanes by ``cap / share``
+    (down to ``min_lanes_factor``) and batch size by ``share / cap`` (up to
+    ``max_batch_factor``: fewer, bigger requests amortise per-request overhead).  When
     the machine has idle capacity (``system_cpu < 0.5``) the advice returns to 1.0 / 1.0
     so backlogs drain at full speed.  In between, the advice holds.
 
