@@ -22,6 +22,8 @@ BENCHMARKS = [
     "overload_fairness",
     "memory",
     "decision_cost",
+    "endpoints",
+    "encode",
     "durability",
     "resources",
 ]

@@ -3,8 +3,8 @@
 :class:`AIMDController` decides how many exports may be in flight at once, in the
 spirit of Vector's adaptive request concurrency: start at 1; once per observation
 window (about one round trip) raise the limit by one if the limit was actually
-reached and the window's mean latency stayed within 50% of the baseline (the best
-window of the last 30 -- the round trip without queueing); cut it
+reached and the window's mean latency stayed within 50% (or 25 ms) of the baseline
+(the best window of the last 30 -- the round trip without queueing); cut it
 multiplicatively on back-pressure (failure, timeout, throttling) or when latency
 rises well above the baseline.  A server's ``Retry-After`` pauses dispatching.
 
@@ -55,6 +55,7 @@ class AIMDController:
         history: int = 30,
         min_window: float = 0.05,
         tolerance: float = 0.5,
+        slack: float = 0.025,
         adaptive: bool = True,
     ) -> None:
         if max_limit < 1:
@@ -65,6 +66,8 @@ class AIMDController:
         self._decrease = decrease_ratio  # on back-pressure
         self._latency_decrease = latency_decrease_ratio  # on latency well above the baseline
         self._history: deque[float] = deque(maxlen=history)  # recent window means
+        # Below this much extra latency it is scheduling jitter (GIL hand-offs), not queueing.
+        self._slack = slack
         self._min_window = min_window
         self._tolerance = tolerance
         self.baseline: float | None = None
@@ -118,7 +121,7 @@ class AIMDController:
             # The baseline is the best recent round trip: latency above it is queueing somewhere
             # (at the collector or in our own CPU), which more concurrency would only lengthen.
             self.baseline = min(self._history)
-            if mean > self.baseline * (1 + self._tolerance):
+            if mean > self.baseline * (1 + self._tolerance) and mean - self.baseline > self._slack:
                 self._cut(self._latency_decrease)
             elif self._reached:
                 self._raise()

@@ -632,20 +632,18 @@ def cpu_saturated(sample: ResourceSample | None) -> bool:
         return False
     if sample.cpu_count == 1:
         return sample.process_cpu >= 0.95
-    # A CPython process whose threads hold the GIL saturates at about one core whatever the core
-    # count: a process using 0.9 core or more is CPU-bound even while other cores idle.
-    if sample.process_cpu >= 0.9:
-        return True
-    return sample.system_cpu is not None and sample.system_cpu >= 0.9 and sample.process_cpu >= 0.5
+    # Only when the machine has no spare capacity: fewer lanes would not give a GIL-bound
+    # process CPU that idle cores could, and they cost throughput against slow collectors.
+    return sample.process_cpu >= 0.9 and sample.system_cpu is not None and sample.system_cpu >= 0.9
 
 
 class CpuGovernor:
     """Keeps the pipeline's CPU within ``cap_cores`` while the process is CPU-bound.
 
     Saturated means: the process uses at least 0.9 of a core -- about all one GIL-bound
-    interpreter can, whatever the spare cores -- or the machine has no spare capacity
-    (``system_cpu >= 0.9``) while the process uses at least half a core; on a single CPU
-    (the count is lowered to a container's CPU quota), process CPU >= 0.95 alone.  Then,
+    interpreter can -- and the machine has no spare capacity (``system_cpu >= 0.9``); on
+    a single CPU (the count is lowered to a container's CPU quota), process CPU >= 0.95
+    alone.  Then,
     when the pipeline's share exceeds the cap, each sample scales lanes by ``cap / share``
     (down to ``min_lanes_factor``) and batch size by ``share / cap`` (up to
     ``max_batch_factor``: fewer, bigger requests amortise per-request overhead).  When
