@@ -182,8 +182,9 @@ class Coordinator:
     def lane_cap(self, owner: Any, lanes: int) -> int:
         """How many exports this pipeline may have in flight now (its share while others contend).
 
-        ``lanes`` is what the pipeline would use on its own (its adaptive limit); the CPU
-        governor's factor scales it.
+        ``lanes`` is the pipeline's own number of lanes; the CPU governor's factor scales it.
+        (Not its adaptive limit: a share of that would keep the limit from ever being reached,
+        and so from growing.)
         """
         with self._lock:
             entry = self._members.get(id(owner))

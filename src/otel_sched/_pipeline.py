@@ -344,7 +344,7 @@ class Pipeline:
         if member is None or not self.config.resource_aware:
             return
         self._contended = coordinator().contended(self)
-        self._lane_cap = coordinator().lane_cap(self, min(self.controller.limit, self.pool.live_lanes()))
+        self._lane_cap = coordinator().lane_cap(self, self.pool.live_lanes())
         self._share_bytes = member.share_bytes
         level = member.level
         if level is self._level:
