@@ -76,3 +76,25 @@ def test_sdk_processor_metrics_and_ours(monkeypatch: pytest.MonkeyPatch) -> None
     assert len(tenants) <= METRIC_TENANTS + 1  # bounded: the rest are reported as __other__
     assert "otel_sched.processor.export.duration" in points
     assert "otel_sched.processor.queue.wait" in points
+
+
+def test_drops_on_the_application_thread_reach_the_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "true")
+    reader = InMemoryMetricReader()
+    processor = ScheduledSpanProcessor(
+        RecordingExporter(), meter_provider=MeterProvider(metric_readers=[reader])
+    )
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(processor)
+    processor.shutdown()
+    for _ in range(3):
+        with provider.get_tracer("m").start_as_current_span("late"):
+            pass
+    processor._pipeline._report_app_drops()  # the scheduler has stopped: report as it would
+    points = _points(reader)
+    late = [
+        p
+        for p in points["otel.sdk.processor.span.processed"]
+        if p.attributes.get("error.type") == "already_shutdown"
+    ]
+    assert sum(p.value for p in late) == 3

@@ -282,6 +282,21 @@ class SelfMetrics:
         for w in waits:
             self._wait.record(w, self._attrs)
 
+    def dropped_unclassified(self, reason: str, count: int) -> None:
+        """Drops on the application thread (intake full, after shutdown, recursion): not classified yet."""
+        if not self.enabled or count <= 0:
+            return
+        self._processed.add(count, {**self._attrs, "error.type": reason})
+        self._dropped.add(
+            count,
+            {
+                **self._attrs,
+                "error.type": reason,
+                "otel_sched.priority": "unclassified",
+                "otel_sched.tenant": "unclassified",
+            },
+        )
+
     def dropped(self, drops: Iterable[tuple[str, int, str]]) -> None:
         """``drops``: (reason, priority class, tenant) per dropped item."""
         if not self.enabled:

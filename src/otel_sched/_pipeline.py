@@ -224,6 +224,7 @@ class Pipeline:
             else None
         )
         self._since_tune = 0
+        self._app_drops_reported: dict[str, int] = {}
         prefix = f"otel-sched-{cfg.signal.value}"
         self._build_pool(prefix)
         if self._fast:
@@ -513,6 +514,8 @@ class Pipeline:
     def _step(self, now: float) -> bool:
         """One scheduler iteration; True when the pipeline has finished shutting down."""
         self._coordinate(now)
+        if self.metrics.enabled:
+            self._report_app_drops()
         self._drain_completions()
         # Requests first, so a flush covers everything offered before it was asked.
         if self._requests:
@@ -526,6 +529,14 @@ class Pipeline:
         self._check_hung(now)
         self._dispatch(now)
         return self._settle_requests(now)
+
+    def _report_app_drops(self) -> None:
+        """The application thread only counts its drops; the metrics are recorded from here."""
+        for reason, count in self.stats.app_drop_counts().items():
+            delta = count - self._app_drops_reported.get(reason, 0)
+            if delta:
+                self._app_drops_reported[reason] = count
+                self.metrics.dropped_unclassified(reason, delta)
 
     def _drain_intake(self, now: float, limit: int | None) -> None:
         intake = self._intake
