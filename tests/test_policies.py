@@ -164,3 +164,17 @@ def test_every_task_leaves_exactly_once(policy: str, ops: list[tuple[str, int, s
     assert sorted(left) == sorted(pushed)
     assert len(rig.queues) == 0 and rig.queues.nbytes == 0
     assert all(not usage for usage in rig.queues.usage)
+
+
+@pytest.mark.parametrize("policy", ["priority", "priority_fair"])
+def test_a_class_that_won_by_aging_yields_after_one_item_at_the_same_instant(policy: str) -> None:
+    rig = Rig(policy, aging=1.0)
+    for _ in range(3):
+        rig.push(priority=LOW)
+    rig.push(priority=HIGH)
+    rig.now = 2.4
+    assert rig.pop().priority == HIGH  # type: ignore[union-attr]
+    for _ in range(3):
+        rig.push(priority=HIGH)
+    rig.now = 2.5  # LOW has waited 2.5 s: effective 2.5 beats HIGH's 2.1, once
+    assert [t.priority for t in rig.drain(3)] == [LOW, HIGH, HIGH]

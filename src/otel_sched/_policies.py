@@ -186,19 +186,27 @@ class _ClassAging:
     ``aging * (levels above)`` seconds: nothing starves.
     """
 
-    __slots__ = ("_aging", "_since")
+    __slots__ = ("_aging", "_since", "_sticky_class", "_sticky_now")
 
     def __init__(self, aging: float) -> None:
         self._aging = aging
         self._since: list[float | None] = [None] * NUM_CLASSES
+        # The class that keeps winning at ``_sticky_now`` even after being served (see choose).
+        self._sticky_now: float | None = None
+        self._sticky_class = 0
 
     def activated(self, c: int, at: float) -> None:
+        self._sticky_now = None  # a class that was empty may now compete
         if self._since[c] is None:
             self._since[c] = at
 
+    def sticky(self, now: float) -> int | None:
+        """The class ``choose`` would pick again at ``now``, if that is known without recomputing."""
+        return self._sticky_class if self._sticky_now == now else None
+
     def choose(self, heads: list[SubQueue | None], now: float) -> int | None:
         best: int | None = None
-        best_eff = 0.0
+        best_eff = runner_up = -1.0
         for c in range(NUM_CLASSES - 1, -1, -1):
             if heads[c] is None:
                 self._since[c] = None
@@ -206,7 +214,15 @@ class _ClassAging:
             since = self._since[c]
             eff = c + (now - (now if since is None else since)) / self._aging
             if best is None or eff > best_eff:
-                best, best_eff = c, eff
+                best, best_eff, runner_up = c, eff, best_eff
+            elif eff > runner_up:
+                runner_up = eff
+        # Served, the winner's effective priority drops to its class; if that still beats every
+        # other class, it wins again at this ``now`` until it empties: no need to recompute.
+        if best is not None and runner_up < best:
+            self._sticky_now, self._sticky_class = now, best
+        else:
+            self._sticky_now = None
         return best
 
     def served(self, c: int, now: float) -> None:
@@ -282,6 +298,11 @@ class PriorityPolicy(Policy):
         self._aging.activated(sq.priority, sq.tasks[0].enqueued)
 
     def select(self, now: float) -> SubQueue | None:
+        sticky = self._aging.sticky(now)
+        if sticky is not None:
+            sq = self._classes[sticky].peek()
+            if sq is not None:
+                return sq
         heads = [h.peek() for h in self._classes]
         c = self._aging.choose(heads, now)
         return None if c is None else heads[c]
@@ -338,6 +359,11 @@ class PriorityFairPolicy(Policy):
         self._aging.activated(sq.priority, sq.tasks[0].enqueued)
 
     def select(self, now: float) -> SubQueue | None:
+        sticky = self._aging.sticky(now)
+        if sticky is not None:
+            sq = self._classes[sticky].peek()
+            if sq is not None:
+                return sq
         heads = [d.peek() for d in self._classes]
         c = self._aging.choose(heads, now)
         return None if c is None else heads[c]
