@@ -25,7 +25,7 @@ from __future__ import annotations
 import heapq
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import ClassVar
 
 from ._queues import NUM_CLASSES, SubQueue
@@ -284,18 +284,11 @@ class PredictivePolicy(Policy):
         return self._heap.peek()
 
 
-class PriorityPolicy(Policy):
-    """Strict priority classes with aging; arrival order inside a class."""
+class _AgedClasses(Policy):
+    """Priority classes chosen by :class:`_ClassAging`; each class orders its own sub-queues."""
 
-    name = "priority"
-
-    def __init__(self, aging_seconds: float) -> None:
-        self._aging = _ClassAging(aging_seconds)
-        self._classes = [_HeadHeap(lambda t: float(t.seq)) for _ in range(NUM_CLASSES)]
-
-    def activate(self, sq: SubQueue) -> None:
-        self._classes[sq.priority].add(sq)
-        self._aging.activated(sq.priority, sq.tasks[0].enqueued)
+    _aging: _ClassAging
+    _classes: Sequence[_HeadHeap] | Sequence[_DeficitRoundRobin]
 
     def select(self, now: float) -> SubQueue | None:
         sticky = self._aging.sticky(now)
@@ -303,12 +296,27 @@ class PriorityPolicy(Policy):
             sq = self._classes[sticky].peek()
             if sq is not None:
                 return sq
-        heads = [h.peek() for h in self._classes]
-        c = self._aging.choose(heads, now)
-        return None if c is None else heads[c]
+        heads = [c.peek() for c in self._classes]
+        chosen = self._aging.choose(heads, now)
+        return None if chosen is None else heads[chosen]
 
     def served(self, sq: SubQueue, task: Task, now: float) -> None:
         self._aging.served(sq.priority, now)
+
+
+class PriorityPolicy(_AgedClasses):
+    """Strict priority classes with aging; arrival order inside a class."""
+
+    name = "priority"
+
+    def __init__(self, aging_seconds: float) -> None:
+        self._aging = _ClassAging(aging_seconds)
+        self._heaps = [_HeadHeap(lambda t: float(t.seq)) for _ in range(NUM_CLASSES)]
+        self._classes = self._heaps
+
+    def activate(self, sq: SubQueue) -> None:
+        self._heaps[sq.priority].add(sq)
+        self._aging.activated(sq.priority, sq.tasks[0].enqueued)
 
 
 class FairPolicy(Policy):
@@ -337,14 +345,15 @@ class FairPolicy(Policy):
         self._drr.charge(self._flows[sq.tenant], task.cost)
 
 
-class PriorityFairPolicy(Policy):
+class PriorityFairPolicy(_AgedClasses):
     """Priority classes with aging; weighted DRR across tenants inside each class (the default)."""
 
     name = "priority_fair"
 
     def __init__(self, aging_seconds: float, quantum: int) -> None:
         self._aging = _ClassAging(aging_seconds)
-        self._classes = [_DeficitRoundRobin(quantum) for _ in range(NUM_CLASSES)]
+        self._drr = [_DeficitRoundRobin(quantum) for _ in range(NUM_CLASSES)]
+        self._classes = self._drr
         self._flows: dict[tuple[int, str, int], _Flow] = {}
 
     def activate(self, sq: SubQueue) -> None:
@@ -355,22 +364,12 @@ class PriorityFairPolicy(Policy):
             flow = self._flows[sq.key] = _Flow(sq.weight)
         flow.parts[sq.priority] = sq
         sq.linked = True
-        self._classes[sq.priority].add(flow)
+        self._drr[sq.priority].add(flow)
         self._aging.activated(sq.priority, sq.tasks[0].enqueued)
-
-    def select(self, now: float) -> SubQueue | None:
-        sticky = self._aging.sticky(now)
-        if sticky is not None:
-            sq = self._classes[sticky].peek()
-            if sq is not None:
-                return sq
-        heads = [d.peek() for d in self._classes]
-        c = self._aging.choose(heads, now)
-        return None if c is None else heads[c]
 
     def served(self, sq: SubQueue, task: Task, now: float) -> None:
         self._aging.served(sq.priority, now)
-        self._classes[sq.priority].charge(self._flows[sq.key], task.cost)
+        self._drr[sq.priority].charge(self._flows[sq.key], task.cost)
 
 
 def make_policy(
