@@ -14,8 +14,6 @@ import ctypes.util
 import gc
 import json
 import logging
-import os
-import platform
 import random
 import statistics
 import sys
@@ -23,7 +21,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +31,8 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import Status, StatusCode
 
-from otel_sched import ScheduledSpanProcessor, __version__
+from otel_sched import ScheduledSpanProcessor
+from otel_sched._demo import machine_info as demo_machine_info
 from otel_sched._receiver import OTLPReceiver, ReceivedItem
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -63,25 +61,9 @@ def parser(name: str, doc: str | None) -> argparse.ArgumentParser:
     return p
 
 
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def machine_info() -> dict[str, Any]:
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "python_implementation": platform.python_implementation(),
-        "opentelemetry_sdk": _version("opentelemetry-sdk"),
-        "opentelemetry_exporter_otlp_proto_http": _version("opentelemetry-exporter-otlp-proto-http"),
-        "otel_sched": __version__,
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    """The demo's machine description, plus when the benchmark ran."""
+    return {**demo_machine_info(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
 def print_header(title: str, params: dict[str, Any]) -> None:
