@@ -37,6 +37,7 @@ class BatchFormer:
         # When the current batch window opened (the queue became non-empty, or the
         # previous batch left with tasks still queued); None while the queue is empty.
         self._window_start: float | None = None
+        self.runs: list[tuple[int, str, int, int]] = []  # of the last formed batch (see form)
 
     def note_arrival(self, now: float) -> None:
         if self._window_start is None:
@@ -57,21 +58,40 @@ class BatchFormer:
         return self._window_start + self.delay
 
     def form(self, queues: QueueSet, policy: Policy, now: float) -> list[Task]:
+        """The next batch, in the policy's order.
+
+        Runs: one decision serves as many head tasks of the chosen sub-queue as the policy
+        says it would have chosen one by one (:meth:`Policy.run_limit`), so a decision costs
+        per run, not per task.  ``runs`` is left holding (priority, tenant, tasks, bytes) per run.
+        """
         batch: list[Task] = []
+        runs: list[tuple[int, str, int, int]] = []
         nbytes = 0
         max_items, max_bytes = self.max_items, self.max_bytes
         while len(batch) < max_items:
             sq = policy.select(now)
             if sq is None:
                 break
-            cost = sq.tasks[0].cost
-            if batch and nbytes + cost > max_bytes:
-                break
-            task = queues.pop_head(sq)
-            policy.served(sq, task, now)
-            batch.append(task)
-            nbytes += cost
+            limit, credit = policy.run_limit(sq, now, max_items - len(batch))
+            room = min(max_bytes - nbytes, credit)
+            n = size = 0
+            for task in sq.tasks:
+                cost = task.cost
+                if n >= limit or size + cost > room:
+                    break
+                n += 1
+                size += cost
+            if not n:
+                if batch:  # the head does not fit in what is left of this batch
+                    break
+                n, size = 1, sq.tasks[0].cost  # oversized: it goes alone rather than stall the queue
+            run = queues.take(sq, n, size)
+            policy.served_run(sq, run, size, now)
+            batch.extend(run)
+            runs.append((sq.priority, sq.tenant, n, size))
+            nbytes += size
             if nbytes >= max_bytes:
                 break
         self._window_start = now if queues.count else None
+        self.runs = runs
         return batch

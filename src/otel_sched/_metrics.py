@@ -122,14 +122,15 @@ class Stats:
         row[0] += items
         row[2] += nbytes
 
-    def record_export(self, batch: list[Task], nbytes: int, now: float) -> None:
-        self.exported += len(batch)
-        self.exported_bytes += nbytes
-        for task in batch:
-            self.class_exported[task.priority] += 1
-            row = self._tenant(task.tenant)
-            row[0] += 1
-            row[2] += task.cost
+    def record_export(self, runs: Iterable[tuple[int, str, int, int]]) -> None:
+        """An exported batch, as (priority, tenant, items, bytes) runs."""
+        for priority, tenant, items, nbytes in runs:
+            self.exported += items
+            self.exported_bytes += nbytes
+            self.class_exported[priority] += items
+            row = self._tenant(tenant)
+            row[0] += items
+            row[2] += nbytes
 
     @staticmethod
     def _peek(counter: itertools.count[int]) -> int:

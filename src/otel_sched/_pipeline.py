@@ -71,6 +71,7 @@ _MAX_ATTEMPTS = 6  # transient failures on the pre-encoded path: tries per batch
 _LIVE_PER_REPLAY = 3  # with a live backlog, one spooled batch is replayed per this many live batches
 _MIN_PRIORITY = {MemoryLevel.NORMAL: 0, MemoryLevel.SOFT: 1, MemoryLevel.HARD: 2}
 _TUNE_EVERY = 8  # successful exports between self-tuning decisions
+_COORDINATE_EVERY = 0.01  # seconds between reports to the process-wide level (its TICK is 0.25)
 _MEMBERS = itertools.count(1)  # names pipelines in the process-wide level
 # Reasons for which a pre-encoded item goes to the spool (when there is one) instead of being lost.
 _SPOOLABLE: frozenset[str] = frozenset(
@@ -211,6 +212,7 @@ class Pipeline:
         self._lane_cap = 1 << 30
         self._share_bytes = 0
         self._contended = False  # another pipeline of the process is backlogged too
+        self._coordinate_at = -math.inf
         self._turn_allowance = float(cfg.max_export_batch_bytes)
         self._base_intake_cap = self._intake_cap
         self._tuner = (
@@ -513,7 +515,10 @@ class Pipeline:
 
     def _step(self, now: float) -> bool:
         """One scheduler iteration; True when the pipeline has finished shutting down."""
-        self._coordinate(now)
+        if now >= self._coordinate_at or self._requests:
+            # The process-wide decisions change every TICK; reporting much more often only costs locks.
+            self._coordinate_at = now + _COORDINATE_EVERY
+            self._coordinate(now)
         if self.metrics.enabled:
             self._report_app_drops()
         self._drain_completions()
@@ -762,7 +767,7 @@ class Pipeline:
                 batch = self.former.form(self.queues, self.policy, now)
                 if not batch:
                     break
-                job = Job(batch, max(task.depth for task in batch), endpoint)
+                job = Job(batch, max(task.depth for task in batch), endpoint, self.former.runs)
                 self._note_dispatch(batch, now)
                 self._in_flight += len(batch)
             self._jobs_in_flight += 1
@@ -831,7 +836,7 @@ class Pipeline:
                 self.stats.retried += 1
                 continue
             self._in_flight -= len(job.batch)
-            self._finish_batch(job.batch, outcome, seconds)
+            self._finish_batch(job, outcome, seconds)
 
     def _note_mode(self, mode: Mode | None) -> None:
         if mode is None:
@@ -846,19 +851,18 @@ class Pipeline:
         else:
             _logger.warning("otel-sched %s pipeline: export mode is now %s", self.signal.value, mode.value)
 
-    def _finish_batch(self, batch: list[Task], outcome: Outcome, seconds: float) -> None:
+    def _finish_batch(self, job: Job, outcome: Outcome, seconds: float) -> None:
         stats = self.stats
         stats.export_calls += 1
         stats.export_latency.append(seconds)
-        nbytes = sum(t.cost for t in batch)
+        batch = job.batch
         if outcome is Outcome.SUCCESS:
-            stats.record_export(batch, nbytes, time.monotonic())
-            self.cost_model.observe(nbytes, len(batch), seconds)
+            stats.record_export(job.runs)
+            self.cost_model.observe(sum(run[3] for run in job.runs), len(batch), seconds)
             self._tune()
             if self.metrics.enabled:
                 self.metrics.exported(len(batch), seconds)
-            for task in batch:
-                task.item = None
+            job.batch = []  # the items go now, not when the lane lets go of the job
         else:
             stats.export_failures += 1
             reason = {

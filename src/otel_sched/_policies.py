@@ -23,6 +23,7 @@ priority_fair   priority classes with aging, DRR over tenants inside    O(K) amo
 from __future__ import annotations
 
 import heapq
+import math
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -64,6 +65,21 @@ class Policy(ABC):
     def served(self, sq: SubQueue, task: Task, now: float) -> None:  # noqa: B027 - optional hook
         """``task`` was taken from the head of ``sq``."""
 
+    def run_limit(self, sq: SubQueue, now: float, room: int) -> tuple[int, float]:
+        """How much of ``sq``, just returned by :meth:`select`, may leave in a row.
+
+        Returns (tasks, bytes): serving up to that many head tasks (each fitting in what is
+        left of the byte credit) one by one, :meth:`select` would have returned ``sq`` every
+        time, so the batch former takes them as one run with one decision.  At most ``room``
+        tasks are asked for.  The default, one task, is always right.
+        """
+        return 1, math.inf
+
+    def served_run(self, sq: SubQueue, tasks: list[Task], nbytes: int, now: float) -> None:
+        """``tasks`` (``nbytes`` in all) were taken from the head of ``sq`` as one run."""
+        for task in tasks:
+            self.served(sq, task, now)
+
 
 # -- building blocks -------------------------------------------------------------------------------
 
@@ -102,6 +118,25 @@ class _HeadHeap:
                 continue
             return sq
         return None
+
+    def run_limit(self, sq: SubQueue, room: int) -> int:
+        """Head tasks of ``sq`` (the root, just peeked) that would stay the root one after another.
+
+        heapreplace keeps a new head at the root exactly when its (key, seq) is below both
+        children's entries -- stale entries included, as the per-task path compares them too --
+        and leaves the heap as it was, so a run of such heads is the per-task order.
+        """
+        heap = self._heap
+        if len(heap) == 1:
+            return room
+        runner_up = heap[1][:2] if len(heap) == 2 else min(heap[1][:2], heap[2][:2])
+        key = self._key
+        n = 0
+        for task in sq.tasks:
+            if n >= room or (key(task), task.seq) >= runner_up:
+                break
+            n += 1
+        return max(n, 1)
 
 
 class _Flow:
@@ -176,6 +211,10 @@ class _DeficitRoundRobin:
     def charge(flow: _Flow, cost: int) -> None:
         flow.deficit -= cost
 
+    def credit(self) -> float:
+        """Bytes the flow just returned by :meth:`peek` may still be served before the ring turns."""
+        return self._ring[0].deficit
+
 
 class _ClassAging:
     """Strict priority classes where waiting raises a class one level per ``aging`` seconds.
@@ -246,6 +285,9 @@ class FifoPolicy(Policy):
     def select(self, now: float) -> SubQueue | None:
         return self._heap.peek()
 
+    def run_limit(self, sq: SubQueue, now: float, room: int) -> tuple[int, float]:
+        return self._heap.run_limit(sq, room), math.inf
+
 
 class DeadlinePolicy(Policy):
     """Earliest deadline first; a task's deadline is its enqueue time plus its class's max age."""
@@ -260,6 +302,9 @@ class DeadlinePolicy(Policy):
 
     def select(self, now: float) -> SubQueue | None:
         return self._heap.peek()
+
+    def run_limit(self, sq: SubQueue, now: float, room: int) -> tuple[int, float]:
+        return self._heap.run_limit(sq, room), math.inf
 
 
 class PredictivePolicy(Policy):
@@ -283,6 +328,9 @@ class PredictivePolicy(Policy):
     def select(self, now: float) -> SubQueue | None:
         return self._heap.peek()
 
+    def run_limit(self, sq: SubQueue, now: float, room: int) -> tuple[int, float]:
+        return self._heap.run_limit(sq, room), math.inf
+
 
 class _AgedClasses(Policy):
     """Priority classes chosen by :class:`_ClassAging`; each class orders its own sub-queues."""
@@ -303,6 +351,14 @@ class _AgedClasses(Policy):
     def served(self, sq: SubQueue, task: Task, now: float) -> None:
         self._aging.served(sq.priority, now)
 
+    def run_limit(self, sq: SubQueue, now: float, room: int) -> tuple[int, float]:
+        if self._aging.sticky(now) is None:  # another class may win once this one is served
+            return 1, math.inf
+        return self._within_class(sq, room)
+
+    def _within_class(self, sq: SubQueue, room: int) -> tuple[int, float]:
+        return 1, math.inf
+
 
 class PriorityPolicy(_AgedClasses):
     """Strict priority classes with aging; arrival order inside a class."""
@@ -317,6 +373,12 @@ class PriorityPolicy(_AgedClasses):
     def activate(self, sq: SubQueue) -> None:
         self._heaps[sq.priority].add(sq)
         self._aging.activated(sq.priority, sq.tasks[0].enqueued)
+
+    def _within_class(self, sq: SubQueue, room: int) -> tuple[int, float]:
+        return self._heaps[sq.priority].run_limit(sq, room), math.inf
+
+    def served_run(self, sq: SubQueue, tasks: list[Task], nbytes: int, now: float) -> None:
+        self._aging.served(sq.priority, now)
 
 
 class FairPolicy(Policy):
@@ -344,6 +406,12 @@ class FairPolicy(Policy):
     def served(self, sq: SubQueue, task: Task, now: float) -> None:
         self._drr.charge(self._flows[sq.tenant], task.cost)
 
+    def run_limit(self, sq: SubQueue, now: float, room: int) -> tuple[int, float]:
+        return room, self._drr.credit()
+
+    def served_run(self, sq: SubQueue, tasks: list[Task], nbytes: int, now: float) -> None:
+        self._drr.charge(self._flows[sq.tenant], nbytes)
+
 
 class PriorityFairPolicy(_AgedClasses):
     """Priority classes with aging; weighted DRR across tenants inside each class (the default)."""
@@ -370,6 +438,13 @@ class PriorityFairPolicy(_AgedClasses):
     def served(self, sq: SubQueue, task: Task, now: float) -> None:
         self._aging.served(sq.priority, now)
         self._drr[sq.priority].charge(self._flows[sq.key], task.cost)
+
+    def _within_class(self, sq: SubQueue, room: int) -> tuple[int, float]:
+        return room, self._drr[sq.priority].credit()
+
+    def served_run(self, sq: SubQueue, tasks: list[Task], nbytes: int, now: float) -> None:
+        self._aging.served(sq.priority, now)
+        self._drr[sq.priority].charge(self._flows[sq.key], nbytes)
 
 
 def make_policy(

@@ -96,19 +96,26 @@ class QueueSet:
         if sq is None:
             sq = self._subqueues[key] = SubQueue(key, self._weight_of(task.tenant))
         sq.tasks.append(task)
-        self._account(sq, task, 1)
+        self._account(sq, 1, task.cost)
         if len(sq.tasks) == 1:
             self._on_activate(sq)
         return sq
 
     def pop_head(self, sq: SubQueue) -> Task:
         task = sq.tasks.popleft()
-        self._account(sq, task, -1)
+        self._account(sq, -1, -task.cost)
         return task
+
+    def take(self, sq: SubQueue, n: int, nbytes: int) -> list[Task]:
+        """The ``n`` head tasks of ``sq``, whose costs sum to ``nbytes``, accounted once."""
+        popleft = sq.tasks.popleft
+        run = [popleft() for _ in range(n)]
+        self._account(sq, -n, -nbytes)
+        return run
 
     def pop_tail(self, sq: SubQueue) -> Task:
         task = sq.tasks.pop()
-        self._account(sq, task, -1)
+        self._account(sq, -1, -task.cost)
         return task
 
     def newest_of(self, priority: int, tenant: str) -> SubQueue | None:
@@ -149,13 +156,13 @@ class QueueSet:
                 return c
         return None
 
-    def _account(self, sq: SubQueue, task: Task, sign: int) -> None:
-        cost = task.cost * sign
+    def _account(self, sq: SubQueue, count: int, cost: int) -> None:
+        """``count`` tasks of ``cost`` bytes in all joined (> 0) or left (< 0) ``sq``."""
         sq.nbytes += cost
-        self.count += sign
+        self.count += count
         self.nbytes += cost
         c = sq.priority
-        self.class_count[c] += sign
+        self.class_count[c] += count
         self.class_bytes[c] += cost
         usage = self.usage[c]
         left = usage.get(sq.tenant, 0) + cost
@@ -163,13 +170,13 @@ class QueueSet:
             usage[sq.tenant] = left
         else:
             del usage[sq.tenant]
-        tenant_left = self.tenant_count.get(sq.tenant, 0) + sign
+        tenant_left = self.tenant_count.get(sq.tenant, 0) + count
         if tenant_left:
             self.tenant_count[sq.tenant] = tenant_left
         else:
             del self.tenant_count[sq.tenant]
         # Keep the map bounded when tenants churn; a linked sub-queue is still referenced by the policy.
-        if not sq.tasks and sign < 0 and not sq.linked and len(self._subqueues) > 4096:
+        if not sq.tasks and count < 0 and not sq.linked and len(self._subqueues) > 4096:
             self._subqueues.pop(sq.key, None)
 
     def forget_empty(self) -> int:

@@ -108,13 +108,20 @@ class Job:
         "endpoint",
         "lane",
         "routed",
+        "runs",
         "spooled",
         "started_at",
         "timed_out",
         "tried",
     )
 
-    def __init__(self, batch: list[Task], depth: int, routed: int) -> None:
+    def __init__(
+        self,
+        batch: list[Task],
+        depth: int,
+        routed: int,
+        runs: list[tuple[int, str, int, int]] | None = None,
+    ) -> None:
         self.batch = batch
         self.depth = depth
         self.routed = routed  # endpoint the scheduler chose (its in-flight count was raised)
@@ -128,6 +135,8 @@ class Job:
         self.anywhere = False  # a transient failure: may be retried on any endpoint, the same one included
         self.body: bytes | None = None  # a spooled batch being replayed: the assembled request
         self.spooled: Any = None  # ... and its spool row
+        # (priority, tenant, tasks, bytes) per run of the batch, as the batch former took them
+        self.runs = runs if runs is not None else [(t.priority, t.tenant, 1, t.cost) for t in batch]
 
 
 DoneCallback = Callable[["Lane", Job, Outcome, float], None]
