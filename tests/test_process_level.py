@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -15,7 +16,8 @@ from opentelemetry.trace import Status, StatusCode
 from otel_sched import ScheduledLogRecordProcessor, ScheduledSpanProcessor
 from otel_sched import _coordinator as coordinator_module
 from otel_sched._config import resolve_config
-from otel_sched._coordinator import Coordinator, Member
+from otel_sched._coordinator import TICK, Coordinator, Member
+from otel_sched._receiver import OTLPReceiver
 from otel_sched._resources import MemoryLevel, ResourceSample
 from otel_sched._task import Signal
 
@@ -79,6 +81,20 @@ def test_a_pipeline_within_its_share_is_held_one_level_gentler_than_the_total() 
     assert member is not None and member.level is MemoryLevel.SOFT
     logs_member = c.refresh(logs, int(9.6 * mib), True, now=3.0)
     assert logs_member is not None and logs_member.level is MemoryLevel.HARD
+
+
+def test_memory_rising_past_a_level_is_decided_at_once_not_at_the_next_tick() -> None:
+    c = Coordinator(probe_factory=lambda: _FakeProbe(None))  # type: ignore[arg-type, return-value]
+    owner = _Owner()
+    c.join(owner, _member("traces", explicit=True))  # 10 MiB: SOFT from 8, HARD from 9.5
+    mib = 1024 * 1024
+    assert c.refresh(owner, 1 * mib, True, now=1.0).level is MemoryLevel.NORMAL  # type: ignore[union-attr]
+    # 10 ms later (well inside one TICK) the pipeline holds 8.5 MiB, then 9.8 MiB.
+    assert c.refresh(owner, int(8.5 * mib), True, now=1.01).level is MemoryLevel.SOFT  # type: ignore[union-attr]
+    assert c.refresh(owner, int(9.8 * mib), True, now=1.02).level is MemoryLevel.HARD  # type: ignore[union-attr]
+    # Falling is not urgent: it waits for the TICK (and the hysteresis).
+    assert c.refresh(owner, 1 * mib, True, now=1.03).level is MemoryLevel.HARD  # type: ignore[union-attr]
+    assert c.refresh(owner, 1 * mib, True, now=1.03 + TICK).level is MemoryLevel.NORMAL  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(
@@ -250,3 +266,44 @@ def test_a_bad_memory_limit_from_env_warns_and_uses_the_default(
 def test_signal_weights_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_PYTHON_SCHED_SIGNAL_WEIGHTS", "traces=3,logs=1")
     assert resolve_config(Signal.LOGS).signal_weights == {"traces": 3.0, "logs": 1.0}
+
+
+@pytest.mark.parametrize("fast_path", [False, True])
+def test_held_bytes_cover_what_queued_items_really_take(receiver: OTLPReceiver, fast_path: bool) -> None:
+    # The memory budget is about the process's memory: what the pipeline reports holding must not
+    # be a fraction of what its queued items take (encoded bytes alone leave out the Task objects,
+    # and raw SDK spans on the standard path).
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    exporter = OTLPSpanExporter(endpoint=receiver.traces_url) if fast_path else RecordingExporter()
+    processor = ScheduledSpanProcessor(
+        exporter,
+        schedule_delay_millis=600_000,  # nothing is due: every item stays queued
+        max_export_batch_size=100_000,
+        max_queue_size=100_000,
+        otlp_fast_path=fast_path,
+    )
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("memory")
+    n = 2000
+
+    def emit() -> None:
+        for i in range(n):
+            with tracer.start_as_current_span(f"op{i}", attributes={"payload": f"{i:08d}" * 25, "i": i}):
+                pass
+
+    emit()  # once through, so the encoder's (bounded) caches are as full as they will be
+    assert processor.force_flush(10_000)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        emit()
+        assert wait_until(lambda: processor.stats()["intake"] == 0 and processor.stats()["queued"] == n)
+        taken = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    held = processor.stats()["resources"]["held_bytes"]
+    assert processor.stats()["otlp_fast_path"] is fast_path
+    assert 0.8 * taken <= held <= 2.0 * taken, (held, taken)
+    processor.shutdown()

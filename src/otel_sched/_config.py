@@ -395,8 +395,9 @@ OPTIONS: Final[tuple[Option[Any], ...]] = (
         "OTEL_PYTHON_SCHED_MEMORY_LIMIT_MIB",
         None,
         _optional_mib,
-        "Memory budget of all pipelines in the process (MiB); unset: each pipeline adds 1.5 x its "
-        "max_queue_bytes.  Above 80% low priority is refused, above 95% only high priority.",
+        "Memory budget of all pipelines in the process (MiB); unset: each pipeline adds 1.5 x what "
+        "its queue bounds let it hold (max_queue_bytes plus the objects of max_queue_size items and "
+        "a full intake).  Above 80% low priority is refused, above 95% only high priority.",
     ),
     Option(
         "signal_weights",

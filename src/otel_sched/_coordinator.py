@@ -104,6 +104,7 @@ class Coordinator:
         self._last = -math.inf
         self._memory: MemoryGovernor | None = None
         self._budget = 0
+        self._alarm = math.inf  # total held bytes at which the next level up starts (decided at once)
         self._cpu_meter = CpuMeter()
         self._cpu = CpuGovernor()
         self.lanes_factor = 1.0
@@ -136,6 +137,7 @@ class Coordinator:
         mib = max(explicit) if explicit else sum(m.budget_mib for m in members)
         self._budget = int(mib * 1024 * 1024)
         self._memory = MemoryGovernor(self._budget) if self._budget > 0 else None
+        self._alarm = self._memory.next_threshold_bytes() if self._memory is not None else math.inf
         if members:
             self._cpu = CpuGovernor(cap_cores=min(m.cpu_cap for m in members))
 
@@ -154,7 +156,9 @@ class Coordinator:
             member.bytes = held_bytes
             member.active = active
             member.ready = ready
-            if now - self._last >= TICK:
+            # Memory rising past the next threshold is decided at once: at tens of MB/s, a TICK's
+            # wait would let the pipelines overshoot the budget by megabytes.
+            if now - self._last >= TICK or sum(m.bytes for _, m in self._members.values()) >= self._alarm:
                 self._last = now
                 self._decide(now)
             return member
@@ -165,6 +169,7 @@ class Coordinator:
         total = sum(m.bytes for m in members)
         if self._memory is not None:
             self.level = self._memory.level(total, sample)
+            self._alarm = self._memory.next_threshold_bytes()
         threads = [t for m in members if m.resource_aware for t in m.threads()]
         self.pipeline_cpu = self._cpu_meter.update(thread_cpu_seconds(threads), now) if threads else 0.0
         self.lanes_factor = self._cpu.advise(self.pipeline_cpu, sample).max_lanes_factor

@@ -71,6 +71,8 @@ _MAX_ATTEMPTS = 6  # transient failures on the pre-encoded path: tries per batch
 _LIVE_PER_REPLAY = 3  # with a live backlog, one spooled batch is replayed per this many live batches
 _MIN_PRIORITY = {MemoryLevel.NORMAL: 0, MemoryLevel.SOFT: 1, MemoryLevel.HARD: 2}
 _TUNE_EVERY = 8  # successful exports between self-tuning decisions
+_TASK_OVERHEAD = 256  # a Task, its bytes object's header and its queue slot
+_RAW_OVERHEAD = {Signal.TRACES: 3072, Signal.LOGS: 1024}  # an SDK span / log record around its payload
 _COORDINATE_EVERY = 0.01  # seconds between reports to the process-wide level (its TICK is 0.25)
 _MEMBERS = itertools.count(1)  # names pipelines in the process-wide level
 # Reasons for which a pre-encoded item goes to the spool (when there is one) instead of being lost.
@@ -247,6 +249,10 @@ class Pipeline:
         signal = cfg.signal.value
         fast = None if not cfg.otlp_fast_path or spec.asynchronous else fast_path_for(spec.first, signal)
         self._fast = fast is not None
+        # Bytes an item holds beyond its encoded size (measured with tracemalloc on CPython 3.11 and
+        # opentelemetry-sdk 1.45, rounded up): the memory budget is about RSS, not payload.
+        self._raw_overhead = _RAW_OVERHEAD[self.signal]
+        self._task_overhead = _TASK_OVERHEAD + (0 if self._fast else self._raw_overhead)
         if fast is not None:
             fast.sender.shutdown()  # it only proved the path works; lanes get their own senders
 
@@ -316,7 +322,13 @@ class Pipeline:
     def _join_coordinator(self) -> None:
         cfg = self.config
         explicit = cfg.memory_limit_mib is not None
-        budget = cfg.memory_limit_mib if explicit else 1.5 * cfg.max_queue_bytes / (1024 * 1024)
+        # Derived: 1.5 x the memory the queue bounds let this pipeline hold, in _held_bytes' terms.
+        bound = (
+            cfg.max_queue_bytes
+            + cfg.max_queue_size * self._task_overhead
+            + self._base_intake_cap * self._raw_overhead
+        )
+        budget = cfg.memory_limit_mib if explicit else 1.5 * bound / (1024 * 1024)
         coordinator().join(
             self,
             Member(
@@ -336,9 +348,20 @@ class Pipeline:
         return threads
 
     def _held_bytes(self) -> int:
-        """What this pipeline holds, in predicted encoded bytes: queued, in flight and in the intake."""
-        per_item = self.queues.nbytes / self.queues.count if self.queues.count else 512.0
-        return int(self.queues.nbytes + (self._in_flight + len(self._intake)) * per_item)
+        """The memory this pipeline holds: queued, in flight and in the intake.
+
+        Encoded (or predicted) bytes plus the Python objects around them: a Task per queued or
+        in-flight item, the raw SDK object of an item not yet encoded, and the request body a
+        lane assembles from the bytes of a batch in flight (a second copy while it is sent).
+        """
+        queues = self.queues
+        per_item = queues.nbytes / queues.count if queues.count else 512.0
+        return int(
+            queues.nbytes
+            + queues.count * self._task_overhead
+            + self._in_flight * (2 * per_item + self._task_overhead)
+            + len(self._intake) * (per_item + self._raw_overhead)
+        )
 
     def _coordinate(self, now: float) -> None:
         active = self.queues.count >= self.former.max_items or self._jobs_in_flight > 0

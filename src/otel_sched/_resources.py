@@ -583,6 +583,12 @@ class MemoryGovernor:
         self.reason: str | None = None  # "pipeline" or "container": what set the current level
         self.transitions = 0
 
+    def next_threshold_bytes(self) -> float:
+        """Pipeline bytes at which the budget source enters the level above the current one."""
+        if self._own >= 2:
+            return math.inf
+        return self.budget_bytes * (self._soft if self._own == 0 else self._hard)
+
     def level(self, pipeline_bytes: int, sample: ResourceSample | None) -> MemoryLevel:
         """The pressure level after this reading (see the class docstring for the rule)."""
         own = max(0, pipeline_bytes) / self.budget_bytes
