@@ -726,6 +726,55 @@ def test_caches_stay_bounded() -> None:
     assert len(_encoding._SPAN_KV) == 0
 
 
+def test_varint_and_header_edges_match_stock() -> None:
+    # The miss fast paths and the header tables around their ends: string lengths
+    # near the 1/2-byte varint edge and past the tables, ints with 1-4 byte varints,
+    # keys long enough to take the general path; cold (misses), then warm (hits).
+    for cache in _encoding._CACHES:
+        cache.clear()
+    values: list[Any] = ["x" * n for n in (120, 125, 126, 127, 128, 129, 200, 240, 250, 260, 300, 20_000)]
+    values += ["é" * 60, "é" * 127, "é" * 200]
+    values += [2047, 2048, 0x3FFF, 0x4000, 0x1FFFFF, 0x200000, 2**35, 2**63 - 1, -1, -(2**63)]
+    keys = ["k", "k" * 100, "k" * 127, "k" * 128]  # + suffix: 128 chars is still cached, 129 not
+    for _ in range(2):
+        batch = []
+        records = []
+        for key in keys:
+            attributes = {f"{key}{i}": v for i, v in enumerate(values)}
+            batch.append(
+                span(
+                    attributes=attributes,
+                    events=[Event("e", attributes, timestamp=5)],
+                    links=[Link(SpanContext(7, 8, False), attributes)],
+                )
+            )
+            records.append(log(body=str(values[6]) + key, attributes=attributes))
+        assert_traces_match(batch)
+        assert_logs_match(records)
+
+
+def test_a_key_with_ever_new_values_does_not_flood_the_cache() -> None:
+    for cache in _encoding._CACHES:
+        cache.clear()
+    n = 2 * _encoding._KEY_BUDGET
+    batch = [
+        span(attributes={"url": f"https://x/{i}", "port": 40_000 + i, "method": "GET"}) for i in range(n)
+    ]
+    assert_traces_match(batch)
+    # Past its budget only every 8th fresh value of a key is kept.
+    assert len(_encoding._SPAN_KV) < 2 * (_encoding._KEY_BUDGET + n // 4)
+    # A value that does repeat still gets in, a few misses later.
+    repeated = span(attributes={"url": "https://x/again", "port": 1})
+    for _ in range(8):
+        encode_span(repeated)
+    assert ("url", "https://x/again") in _encoding._SPAN_KV
+    assert_traces_match([repeated, repeated])
+    # The per-key table is bounded like the other caches.
+    for i in range(0, _encoding._CACHE_MAX + 100, 50):
+        encode_span(span(attributes={f"key{i + j}": j for j in range(50)}))
+    assert len(_encoding._KEYS) <= _encoding._CACHE_MAX
+
+
 def test_mixed_bag_through_the_real_sdk() -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider(resource=Resource.create({"service.name": "svc", "pid": 7}))

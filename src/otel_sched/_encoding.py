@@ -295,7 +295,44 @@ _LOG_KV: Final[dict[Hashable, Any]] = {}
 _SPAN_NAMES: Final[dict[Hashable, Any]] = {}
 _EVENT_NAMES: Final[dict[Hashable, Any]] = {}
 _SEVERITY_TEXTS: Final[dict[Hashable, Any]] = {}
-_CACHES: Final = (_SPAN_KV, _EVENT_KV, _LINK_KV, _LOG_KV, _SPAN_NAMES, _EVENT_NAMES, _SEVERITY_TEXTS)
+# Per attribute key: [KeyValue.key field + the tag of KeyValue.value, store budget].
+# Misses are mostly fresh values under a known key, so only the value is encoded.
+# Values under a key that keeps missing (urls, ids, ports) are seldom seen twice;
+# storing each would cost time and flush the hot entries out of the bounded caches.
+# So past _KEY_BUDGET stores (per cache generation) only every 8th miss of the key is
+# stored: values that do repeat still get in, a few misses later.
+_KEYS: Final[dict[Hashable, Any]] = {}
+_KEY_BUDGET: Final = 256
+_CACHES: Final = (
+    _SPAN_KV,
+    _EVENT_KV,
+    _LINK_KV,
+    _LOG_KV,
+    _SPAN_NAMES,
+    _EVENT_NAMES,
+    _SEVERITY_TEXTS,
+    _KEYS,
+)
+
+# tag + length varint as one object, for the hot length-delimited fields: indexing
+# a tuple beats concatenating (and leaves one part fewer to join).
+_HDR_SIZE: Final = 256
+
+
+def _headers(tag: int) -> tuple[bytes, ...]:
+    return tuple(bytes((tag,)) + _VT[n] for n in range(_HDR_SIZE))
+
+
+_SPAN_KV_HDRS: Final = _headers(0x4A)
+_EVENT_KV_HDRS: Final = _headers(0x1A)
+_LINK_KV_HDRS: Final = _headers(0x22)
+_LOG_KV_HDRS: Final = _headers(0x32)
+_EVENT_HDRS: Final = _headers(0x5A)
+_LINK_HDRS: Final = _headers(0x6A)
+# AnyValue length + string_value tag + string length, by the string's UTF-8 length.
+_STR_HEADS: Final = tuple(_VT[n + 1 + len(_VT[n])] + b"\x0a" + _VT[n] for n in range(_HDR_SIZE))
+# AnyValue length + int_value tag, by the length of the varint.
+_INT_HEADS: Final = tuple(bytes((n + 1, 0x18)) for n in range(11))
 
 
 def _store(cache: dict[Hashable, Any], key: Hashable, entry: Any) -> None:
@@ -318,53 +355,90 @@ def _cacheable(cls: type, value: Any) -> bool:
     return False
 
 
-def _kv_miss(cache: dict[Hashable, Any], tag: bytes, item: tuple[Any, Any]) -> bytes:
-    """Field for an attribute item not (usably) found in ``cache``."""
+def _key_entry(key: str) -> list[Any]:
+    """New ``_KEYS`` entry for ``key``; empty if its pairs take the general path."""
+    if len(key) > _CACHE_MAX_LEN:
+        return []  # its pairs are not cached: nothing to gain here
+    try:
+        kb = key.encode()
+    except UnicodeEncodeError:
+        return []
+    entry = [_ld(b"\x0a", kb) + b"\x12" if kb else b"\x12", _KEY_BUDGET]
+    if len(_KEYS) >= _CACHE_MAX:
+        _KEYS.clear()
+    _KEYS[key] = entry
+    return entry
+
+
+def _kv_miss(cache: dict[Hashable, Any], hdrs: tuple[bytes, ...], item: tuple[Any, Any]) -> bytes:
+    """Field (tag: ``hdrs[0][0]``) for an attribute item not (usably) found in ``cache``."""
     key, value = item
     cls = value.__class__
-    if key.__class__ is str and 0 < len(key) < 0x80:
-        # Fast paths for the usual misses (fresh ids, urls, ports).
-        if cls is str:
-            try:
-                kb = key.encode()
-                vb = value.encode()
-            except UnicodeEncodeError:
-                return _kv_field(tag, key, value)
-            nk = len(kb)
-            nv = len(vb)
-            if nk < 0x80 and nv < 0x7E:  # every length below is a 1-byte varint
+    # Fast paths for the usual misses (fresh ids, urls, ports) under a str key.
+    if key.__class__ is str and (cls is str or cls is int):
+        entry = _KEYS.get(key) or _key_entry(key)
+        if entry:
+            prefix = entry[0]
+            stored: Any
+            if cls is str:
+                try:
+                    vb = value.encode()
+                except UnicodeEncodeError:
+                    return _kv_general(cache, hdrs, item)
+                nv = len(vb)
+                if nv < _HDR_SIZE:
+                    head = _STR_HEADS[nv]
+                else:
+                    nh = _varint_slow(nv)
+                    head = _uvarint(1 + len(nh) + nv) + b"\x0a" + nh
+                n = len(prefix) + len(head) + nv
                 field = b"".join(
-                    (tag, _VT[nk + nv + 6], b"\x0a", _VT[nk], kb, b"\x12", _VT[nv + 2], b"\x0a", _VT[nv], vb)
+                    (hdrs[n] if n < _HDR_SIZE else hdrs[0][:1] + _varint_slow(n), prefix, head, vb)
                 )
+                if len(value) > _CACHE_MAX_LEN:
+                    return field
+                stored = field
+            else:
+                if 0 <= value < _VT_SIZE:
+                    vb = _VT[value]
+                elif 0 <= value < 0x200000:  # ports, pids, small ids: 2 or 3 bytes, no call
+                    vb = (
+                        _pack_bb((value & 0x7F) | 0x80, value >> 7)
+                        if value < 0x4000
+                        else _pack_bbb((value & 0x7F) | 0x80, ((value >> 7) & 0x7F) | 0x80, value >> 14)
+                    )
+                elif _INT64_MIN <= value < _INT64_END:
+                    vb = _varint_slow(value & _M64)
+                else:
+                    return _kv_general(cache, hdrs, item)  # stock logs and drops it
+                head = _INT_HEADS[len(vb)]
+                n = len(prefix) + len(head) + len(vb)
+                field = b"".join(
+                    (hdrs[n] if n < _HDR_SIZE else hdrs[0][:1] + _varint_slow(n), prefix, head, vb)
+                )
+                stored = (int, field)
+            budget = entry[1] - 1
+            entry[1] = budget
+            if budget >= 0 or not budget & 7:
                 if len(cache) >= _CACHE_MAX:
                     cache.clear()
-                cache[item] = field
-                return field
-        elif cls is int and _INT64_MIN <= value < _INT64_END:
-            try:
-                kb = key.encode()
-            except UnicodeEncodeError:
-                return _kv_field(tag, key, value)
-            nk = len(kb)
-            n = value & _M64
-            vb = _VT[n] if n < _VT_SIZE else _varint_slow(n)
-            nv = len(vb)
-            if nk < 0x80:
-                field = b"".join(
-                    (tag, _VT[nk + nv + 5], b"\x0a", _VT[nk], kb, b"\x12", _VT[nv + 1], b"\x18", vb)
-                )
-                if len(cache) >= _CACHE_MAX:
-                    cache.clear()
-                cache[item] = (int, field)
-                return field
-    field = _kv_field(tag, key, value)
+                    _KEYS.clear()  # a new generation: budgets start over
+                cache[item] = stored
+            return field
+    return _kv_general(cache, hdrs, item)
+
+
+def _kv_general(cache: dict[Hashable, Any], hdrs: tuple[bytes, ...], item: tuple[Any, Any]) -> bytes:
+    key, value = item
+    cls = value.__class__
+    field = _kv_field(hdrs[0][:1], key, value)
     if field and key.__class__ is str and len(key) <= _CACHE_MAX_LEN and _cacheable(cls, value):
         _store(cache, item, field if cls is str else (cls, field))
     return field
 
 
-def _attrs(items: Iterable[Any], cache: dict[Hashable, Any], tag: bytes) -> bytes:
-    """Concatenated KeyValue fields (each with ``tag``) for mapping ``items``."""
+def _attrs(items: Iterable[Any], cache: dict[Hashable, Any], hdrs: tuple[bytes, ...]) -> bytes:
+    """Concatenated KeyValue fields (tag: ``hdrs[0][0]``) for mapping ``items``."""
     get = cache.get
     out: list[bytes] = []
     append = out.append
@@ -377,7 +451,7 @@ def _attrs(items: Iterable[Any], cache: dict[Hashable, Any], tag: bytes) -> byte
             if entry is not None and entry[0] is item[1].__class__:
                 entry = entry[1]
             else:
-                entry = _kv_miss(cache, tag, item)
+                entry = _kv_miss(cache, hdrs, item)
         append(entry)
     return b"".join(out)
 
@@ -420,7 +494,8 @@ _FLAGS_REMOTE: Final = b"\x85\x01" + (0x300).to_bytes(4, "little")
 _LINK_FLAGS_LOCAL: Final = _pack_tag_i(0x35, 0x100)
 _LINK_FLAGS_REMOTE: Final = _pack_tag_i(0x35, 0x300)
 # trace_id, span_id, parent_span_id (fields 1, 2, 4)
-_pack_ids_parent: Final = struct.Struct(">HQQHQH").pack
+_pack_ids_parent: Final = struct.Struct(">HQQHQHQ").pack
+_PARENT_TAG: Final = 0x2208
 # kind, start and end time (fields 6, 7, 8)
 _pack_kind_times: Final = struct.Struct("<BBBQBQ").pack
 
@@ -442,32 +517,6 @@ def _encode_status(status: Any) -> bytes:
 
 def _trace_state(trace_state: Any) -> str:
     return ",".join([f"{key}={value}" for key, value in trace_state.items()])
-
-
-def _encode_link(link: Any) -> bytes:
-    if link.__class__ is Link:
-        ctx = link._context
-        attributes, dropped = _unwrap(link._attributes)
-    else:
-        ctx = link.context
-        attributes = link.attributes
-        dropped = link.dropped_attributes
-    if ctx.__class__ is SpanContext:
-        tid = ctx[0]
-        sid = ctx[1]
-        remote = ctx[2]
-    else:
-        tid = ctx.trace_id
-        sid = ctx.span_id
-        remote = ctx and ctx.is_remote
-    body = _pack_ids(_IDS_TAGS, tid >> 64, tid & _M64, _SID_TAGS, sid)
-    if attributes:
-        body += _attrs(attributes.items(), _LINK_KV, b"\x22")
-    if dropped:
-        body += _uint32_field(b"\x28", dropped)
-    body += _LINK_FLAGS_REMOTE if remote else _LINK_FLAGS_LOCAL
-    n = len(body)
-    return b"\x6a" + (_VT[n] if n < _VT_SIZE else _varint_slow(n)) + body
 
 
 _SPAN_PROPERTIES: Final = (
@@ -518,7 +567,7 @@ def encode_span(span: ReadableSpan) -> bytes:
     try:
         sp: Any = span
         cls = sp.__class__
-        trusted = _TRUSTED_SPAN_TYPES.get(cls)
+        trusted = cls is ReadableSpan or _TRUSTED_SPAN_TYPES.get(cls)
         if trusted is None:
             trusted = _trusted_span_type(cls)
         if trusted:
@@ -539,9 +588,21 @@ def encode_span(span: ReadableSpan) -> bytes:
             else:
                 attributes, dropped_attributes = _unwrap(attributes)
             field = "events"
-            events, dropped_events = _list_and_dropped(sp._events, ended)
+            events = sp._events
+            if events.__class__ is BoundedList:
+                # An ended span's lists no longer change: iterate the deque, no copy.
+                # (The SDK's stub for BoundedList does not declare the deque.)
+                dropped_events = events.dropped
+                events = events._dq if ended else tuple(events._dq)  # type: ignore[attr-defined]
+            else:
+                events, dropped_events = _list_and_dropped(events, ended)
             field = "links"
-            links, dropped_links = _list_and_dropped(sp._links, ended)
+            links = sp._links
+            if links.__class__ is BoundedList:
+                dropped_links = links.dropped
+                links = links._dq if ended else tuple(links._dq)  # type: ignore[attr-defined]
+            else:
+                links, dropped_links = _list_and_dropped(links, ended)
         else:
             ctx = sp.get_span_context()
             parent = sp.parent
@@ -581,25 +642,20 @@ def encode_span(span: ReadableSpan) -> bytes:
         if trace_state is not None and (
             trace_state._dict if trace_state.__class__ is TraceState else trace_state
         ):
-            parts = [
-                _pack_ids(_IDS_TAGS, tid >> 64, tid & _M64, _SID_TAGS, sid),
-                _str_field(b"\x1a", _trace_state(trace_state)),
-            ]
+            ids = _pack_ids(_IDS_TAGS, tid >> 64, tid & _M64, _SID_TAGS, sid) + _str_field(
+                b"\x1a", _trace_state(trace_state)
+            )
             if psid is not None:
                 field = "parent_span_id"
-                parts.append(b"\x22\x08" + psid.to_bytes(8, "big"))
+                ids += b"\x22\x08" + psid.to_bytes(8, "big")
         elif psid is not None:
             field = "trace_id"
-            parts = [
-                _pack_ids_parent(_IDS_TAGS, tid >> 64, tid & _M64, _SID_TAGS, sid, 0x2208)
-                + psid.to_bytes(8, "big")
-            ]
+            ids = _pack_ids_parent(_IDS_TAGS, tid >> 64, tid & _M64, _SID_TAGS, sid, _PARENT_TAG, psid)
         else:
             field = "trace_id"
-            parts = [_pack_ids(_IDS_TAGS, tid >> 64, tid & _M64, _SID_TAGS, sid)]
-        append = parts.append
+            ids = _pack_ids(_IDS_TAGS, tid >> 64, tid & _M64, _SID_TAGS, sid)
         field = "name"
-        append(_SPAN_NAMES.get(name) or _name_miss(_SPAN_NAMES, b"\x2a", name))
+        name_field = _SPAN_NAMES.get(name) or _name_miss(_SPAN_NAMES, b"\x2a", name)
         field = "start_time_unix_nano/end_time_unix_nano"
         if (
             kind.__class__ is SpanKind
@@ -608,23 +664,38 @@ def encode_span(span: ReadableSpan) -> bytes:
             and start > 0
             and end > 0
         ):
-            append(_pack_kind_times(0x30, kind._value_ + 1, 0x39, start, 0x41, end))
+            parts = [ids, name_field, _pack_kind_times(0x30, kind._value_ + 1, 0x39, start, 0x41, end)]
         else:
+            parts = [ids, name_field]
             field = "kind"
-            append(_KIND[kind])
+            parts.append(_KIND[kind])
             field = "start_time_unix_nano"
-            append(_fixed64_field(0x39, start))
+            parts.append(_fixed64_field(0x39, start))
             field = "end_time_unix_nano"
-            append(_fixed64_field(0x41, end))
+            parts.append(_fixed64_field(0x41, end))
+        append = parts.append
         field = "attributes"
         if attributes:
-            append(_attrs(attributes.items(), _SPAN_KV, b"\x4a"))
+            # _attrs inlined: the fields go straight into `parts`, no join of their own.
+            get = _SPAN_KV.get
+            for item in attributes.items():
+                try:
+                    entry = get(item)
+                except TypeError:  # unhashable value
+                    entry = None
+                if entry.__class__ is not bytes:
+                    if entry is not None and entry[0] is item[1].__class__:
+                        entry = entry[1]
+                    else:
+                        entry = _kv_miss(_SPAN_KV, _SPAN_KV_HDRS, item)
+                append(entry)
         field = "dropped_attributes_count"
         if dropped_attributes:
             append(_uint32_field(b"\x50", dropped_attributes))
         field = "events"
         if events:
             names_get = _EVENT_NAMES.get
+            eget = _EVENT_KV.get
             for event in events:
                 if event.__class__ is Event:
                     ename = event._name
@@ -640,26 +711,86 @@ def encode_span(span: ReadableSpan) -> bytes:
                     ets = event.timestamp
                     eattrs = event.attributes
                     edropped = event.dropped_attributes
-                body = (
-                    (
-                        _pack_tag_q(0x09, ets)
-                        if ets.__class__ is int and ets > 0
-                        else _fixed64_field(0x09, ets)
-                    )
-                    + (names_get(ename) or _name_miss(_EVENT_NAMES, b"\x12", ename))
-                    + (_attrs(eattrs.items(), _EVENT_KV, b"\x1a") if eattrs else b"")
+                ts_field = (
+                    _pack_tag_q(0x09, ets) if ets.__class__ is int and ets > 0 else _fixed64_field(0x09, ets)
                 )
+                name_field = names_get(ename) or _name_miss(_EVENT_NAMES, b"\x12", ename)
+                # The event's fields go into `parts` as they are; its header, once
+                # their total length is known, into the slot reserved for it.
+                at = len(parts)
+                append(b"")
+                append(ts_field)
+                append(name_field)
+                n = len(ts_field) + len(name_field)
+                if eattrs:
+                    for item in eattrs.items():
+                        try:
+                            entry = eget(item)
+                        except TypeError:  # unhashable value
+                            entry = None
+                        if entry.__class__ is not bytes:
+                            if entry is not None and entry[0] is item[1].__class__:
+                                entry = entry[1]
+                            else:
+                                entry = _kv_miss(_EVENT_KV, _EVENT_KV_HDRS, item)
+                        append(entry)
+                        n += len(entry)
                 if edropped:
-                    body += _uint32_field(b"\x20", edropped)
-                n = len(body)
-                append((b"\x5a" + _VT[n] if n < _VT_SIZE else b"\x5a" + _varint_slow(n)) + body)
+                    entry = _uint32_field(b"\x20", edropped)
+                    append(entry)
+                    n += len(entry)
+                parts[at] = _EVENT_HDRS[n] if n < _HDR_SIZE else b"\x5a" + _varint_slow(n)
         field = "dropped_events_count"
         if dropped_events:
             append(_uint32_field(b"\x60", dropped_events))
         field = "links"
         if links:
+            lget = _LINK_KV.get
             for link in links:
-                append(_encode_link(link))
+                if link.__class__ is Link:
+                    lctx = link._context
+                    lattrs = link._attributes
+                    if lattrs.__class__ is BoundedAttributes and lattrs._immutable:
+                        ldropped = lattrs.dropped
+                        lattrs = lattrs._dict
+                    else:
+                        lattrs, ldropped = _unwrap(lattrs)
+                else:
+                    lctx = link.context
+                    lattrs = link.attributes
+                    ldropped = link.dropped_attributes
+                if lctx.__class__ is SpanContext:
+                    tid = lctx[0]
+                    sid = lctx[1]
+                    lremote = lctx[2]
+                else:
+                    tid = lctx.trace_id
+                    sid = lctx.span_id
+                    lremote = lctx and lctx.is_remote
+                # Laid out like an event: header slot, then the fields as they are.
+                at = len(parts)
+                append(b"")
+                append(_pack_ids(_IDS_TAGS, tid >> 64, tid & _M64, _SID_TAGS, sid))
+                n = 33  # 28 bytes of ids + 5 of flags
+                if lattrs:
+                    for item in lattrs.items():
+                        try:
+                            entry = lget(item)
+                        except TypeError:  # unhashable value
+                            entry = None
+                        if entry.__class__ is not bytes:
+                            if entry is not None and entry[0] is item[1].__class__:
+                                entry = entry[1]
+                            else:
+                                entry = _kv_miss(_LINK_KV, _LINK_KV_HDRS, item)
+                        append(entry)
+                        n += len(entry)
+                if ldropped:
+                    entry = _uint32_field(b"\x28", ldropped)
+                    append(entry)
+                    n += len(entry)
+                append(_LINK_FLAGS_REMOTE if lremote else _LINK_FLAGS_LOCAL)
+                parts[at] = _LINK_HDRS[n] if n < _HDR_SIZE else b"\x6a" + _varint_slow(n)
         field = "dropped_links_count"
         if dropped_links:
             append(_uint32_field(b"\x70", dropped_links))
@@ -680,6 +811,8 @@ def encode_span(span: ReadableSpan) -> bytes:
 # log records
 
 _SEVERITY_BY_VALUE: Final = {sev.value: _int32_enum_field(b"\x10", sev.value) for sev in SeverityNumber}
+# LogRecord.body (field 5) header of a string body, by its UTF-8 length.
+_BODY_HEADS: Final = tuple(b"\x2a" + head for head in _STR_HEADS)
 
 
 def encode_log(record: ReadableLogRecord) -> bytes:
@@ -687,14 +820,13 @@ def encode_log(record: ReadableLogRecord) -> bytes:
     field = "log_record"
     try:
         lr: Any = record.log_record
-        parts: list[bytes] = []
-        append = parts.append
         field = "time_unix_nano"
         ts = lr.timestamp
         if ts.__class__ is int and ts > 0:
-            append(_pack_tag_q(0x09, ts))
-        elif ts is not None:
-            append(_fixed64_field(0x09, ts))
+            parts = [_pack_tag_q(0x09, ts)]
+        else:
+            parts = [] if ts is None else [_fixed64_field(0x09, ts)]
+        append = parts.append
         field = "severity_number"
         severity = lr.severity_number
         if severity is not None:
@@ -714,8 +846,9 @@ def encode_log(record: ReadableLogRecord) -> bytes:
         if body.__class__ is str:
             vb = body.encode()
             n = len(vb)
-            if n < 0x7E:
-                append(b"".join((b"\x2a", _VT[n + 2], b"\x0a", _VT[n], vb)))
+            if n < _HDR_SIZE:
+                append(_BODY_HEADS[n])
+                append(vb)
             else:
                 append(_ld(b"\x2a", _ld(b"\x0a", vb)))
         else:
@@ -730,12 +863,26 @@ def encode_log(record: ReadableLogRecord) -> bytes:
             if record.__class__ is not ReadableLogRecord:
                 dropped = record.dropped_attributes
         if attributes:
+            mark = len(parts)
             try:
-                append(_attrs(attributes.items(), _LOG_KV, b"\x32"))
+                # _attrs inlined, as in encode_span.
+                get = _LOG_KV.get
+                for item in attributes.items():
+                    try:
+                        entry = get(item)
+                    except TypeError:  # unhashable value
+                        entry = None
+                    if entry.__class__ is not bytes:
+                        if entry is not None and entry[0] is item[1].__class__:
+                            entry = entry[1]
+                        else:
+                            entry = _kv_miss(_LOG_KV, _LOG_KV_HDRS, item)
+                    append(entry)
             except RuntimeError:
                 # Mutated by another thread mid-iteration (log records stay mutable):
                 # retry on a copy, which is atomic under the GIL.
-                append(_attrs(dict(attributes).items(), _LOG_KV, b"\x32"))
+                del parts[mark:]
+                append(_attrs(dict(attributes).items(), _LOG_KV, _LOG_KV_HDRS))
         field = "dropped_attributes_count"
         if dropped:
             append(_uint32_field(b"\x38", dropped))
@@ -807,8 +954,10 @@ _ENVELOPE_CACHE_MAX: Final = 256
 # id(obj) -> (obj, envelope); the strong ref keeps id() from being reused.
 _RESOURCE_ENVELOPES: Final[dict[int, tuple[object, Envelope]]] = {}
 _SCOPE_ENVELOPES: Final[dict[int, tuple[object, Envelope]]] = {}
-# (id(resource), id(scope)) -> (resource, scope, (renv, senv)): one lookup per item.
-_PAIRS: Final[dict[tuple[int, int], tuple[object, object, tuple[Envelope, Envelope]]]] = {}
+# id(scope) -> (scope, resource, (renv, senv)): one int-keyed lookup per item.  A
+# scope object belongs to one tracer/logger, hence to one resource; should it turn
+# up under another, the entry is simply replaced.
+_PAIRS: Final[dict[int, tuple[object, object, tuple[Envelope, Envelope]]]] = {}
 
 # Envelope keys are small ints interned per grouping identity: callers hash them
 # once per item.  Ids are never reused; if the table is ever cleared, equal envelopes
@@ -903,21 +1052,22 @@ def _envelope_pair(resource: Any, scope: Any) -> tuple[Envelope, Envelope]:
     pair = (resource_envelope(resource), scope_envelope(scope or None))
     if len(_PAIRS) >= _ENVELOPE_CACHE_MAX:
         _PAIRS.clear()
-    _PAIRS[(id(resource), id(scope))] = (resource, scope, pair)
+    _PAIRS[id(scope)] = (scope, resource, pair)
     return pair
 
 
 def span_envelopes(span: ReadableSpan) -> tuple[Envelope, Envelope]:
     """(resource, scope) envelopes for ``span``; grouping uses their ``key``."""
     sp: Any = span
-    if _TRUSTED_SPAN_TYPES.get(sp.__class__):
+    cls = sp.__class__
+    if cls is ReadableSpan or _TRUSTED_SPAN_TYPES.get(cls):
         resource = sp._resource
         scope = sp._instrumentation_scope
     else:
         resource = sp.resource
         scope = sp.instrumentation_scope
-    entry = _PAIRS.get((id(resource), id(scope)))
-    if entry is not None and entry[0] is resource and entry[1] is scope:
+    entry = _PAIRS.get(id(scope))
+    if entry is not None and entry[0] is scope and entry[1] is resource:
         return entry[2]
     return _envelope_pair(resource, scope)
 
@@ -926,8 +1076,8 @@ def log_envelopes(record: ReadableLogRecord) -> tuple[Envelope, Envelope]:
     """(resource, scope) envelopes for ``record``; grouping uses their ``key``."""
     resource = record.resource
     scope = record.instrumentation_scope
-    entry = _PAIRS.get((id(resource), id(scope)))
-    if entry is not None and entry[0] is resource and entry[1] is scope:
+    entry = _PAIRS.get(id(scope))
+    if entry is not None and entry[0] is scope and entry[1] is resource:
         return entry[2]
     return _envelope_pair(resource, scope)
 
