@@ -83,6 +83,43 @@ def test_a_pipeline_within_its_share_is_held_one_level_gentler_than_the_total() 
     assert logs_member is not None and logs_member.level is MemoryLevel.HARD
 
 
+@pytest.mark.parametrize(
+    ("span_collectors", "log_collectors", "span_jobs", "log_jobs", "expected"),
+    [
+        # One collector: its time follows the requests outstanding at it, so the caps hold the
+        # weights (4:1) for the requests in flight: logs keep one while spans have four ...
+        ({"c:4318"}, {"c:4318"}, 4, 1, (5, 1)),
+        # ... and get a second once spans have eight (8:1 is over the weights: spans may add none).
+        ({"c:4318"}, {"c:4318"}, 8, 1, (8, 2)),
+        # Different collectors: only the lanes are shared (12:4 of 16 at 4:1).
+        ({"a:4318"}, {"b:4318"}, 4, 1, (13, 3)),
+        # An exporter whose destination is unknown: lanes only.
+        (None, {"c:4318"}, 4, 1, (13, 3)),
+    ],
+)
+def test_pipelines_sharing_a_collector_share_its_requests_in_flight_by_weight(
+    span_collectors: set[str] | None,
+    log_collectors: set[str] | None,
+    span_jobs: int,
+    log_jobs: int,
+    expected: tuple[int, int],
+) -> None:
+    c = Coordinator(probe_factory=lambda: _FakeProbe(None))  # type: ignore[arg-type, return-value]
+    spans, logs = _Owner(), _Owner()
+    for owner, name, weight, collectors in (
+        (spans, "traces", 4.0, span_collectors),
+        (logs, "logs", 1.0, log_collectors),
+    ):
+        member = _member(name, weight)
+        member.collectors = None if collectors is None else frozenset(collectors)
+        c.join(owner, member)
+    c.refresh(spans, 0, True, now=1.0, jobs=span_jobs)
+    c.refresh(logs, 0, True, now=1.0, jobs=log_jobs)
+    assert (c.lane_cap(spans, 16), c.lane_cap(logs, 16)) == expected
+    c.refresh(spans, 0, False, now=2.0, jobs=0)  # spans idle: logs may use every lane (work conserving)
+    assert c.lane_cap(logs, 16) == 16
+
+
 def test_memory_rising_past_a_level_is_decided_at_once_not_at_the_next_tick() -> None:
     c = Coordinator(probe_factory=lambda: _FakeProbe(None))  # type: ignore[arg-type, return-value]
     owner = _Owner()
@@ -307,3 +344,25 @@ def test_held_bytes_cover_what_queued_items_really_take(receiver: OTLPReceiver, 
     assert processor.stats()["otlp_fast_path"] is fast_path
     assert 0.8 * taken <= held <= 2.0 * taken, (held, taken)
     processor.shutdown()
+
+
+def test_the_collectors_a_pipeline_sends_to_are_known_for_stock_exporters_and_endpoints() -> None:
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    from otel_sched._exporters import build_spec
+
+    http_spans = OTLPSpanExporter(endpoint="http://Collector.local:4318/v1/traces")
+    http_logs = OTLPLogExporter(endpoint="http://collector.local:4318/v1/logs")
+    grpc = GrpcExporter(endpoint="collector.local:4317", insecure=True)
+    # Spans and logs of one collector meet there, whatever their paths and the host's case.
+    assert build_spec(http_spans, None, []).collectors() == frozenset({"collector.local:4318"})
+    assert build_spec(http_logs, None, []).collectors() == frozenset({"collector.local:4318"})
+    assert build_spec(grpc, None, []).collectors() == frozenset({"collector.local:4317"})
+    endpoints = ["http://a:4318", "http://b:4318"]
+    assert build_spec(http_spans, None, endpoints).collectors() == frozenset({"a:4318", "b:4318"})
+    # Anything else may send anywhere.
+    assert build_spec(RecordingExporter(), None, []).collectors() is None
+    for exporter in (http_spans, http_logs, grpc):
+        exporter.shutdown()

@@ -52,7 +52,9 @@ class Member:
         "budget_explicit",
         "budget_mib",
         "bytes",
+        "collectors",
         "cpu_cap",
+        "jobs",
         "level",
         "name",
         "ready",
@@ -72,6 +74,7 @@ class Member:
         cpu_cap: float,
         resource_aware: bool,
         threads: Callable[[], list[threading.Thread]],
+        collectors: frozenset[str] | None = None,
     ) -> None:
         self.name = name
         self.weight = weight
@@ -80,7 +83,9 @@ class Member:
         self.cpu_cap = cpu_cap
         self.resource_aware = resource_aware
         self.threads = threads
+        self.collectors = collectors  # host:port it exports to; None: unknown (shares with everyone)
         self.bytes = 0
+        self.jobs = 0  # exports in flight
         self.active = False  # has a backlog: competes for export slots
         self.level = MemoryLevel.NORMAL
         self.share_bytes = 0  # its weighted share of the process-wide memory budget
@@ -144,7 +149,13 @@ class Coordinator:
     # -- decisions ------------------------------------------------------------------------------------------
 
     def refresh(
-        self, owner: Any, held_bytes: int, active: bool, now: float | None = None, ready: bool = False
+        self,
+        owner: Any,
+        held_bytes: int,
+        active: bool,
+        now: float | None = None,
+        ready: bool = False,
+        jobs: int = 0,
     ) -> Member | None:
         """Report this pipeline's state; returns its member with current decisions."""
         now = self._clock() if now is None else now
@@ -154,6 +165,7 @@ class Coordinator:
                 return None
             member = entry[1]
             member.bytes = held_bytes
+            member.jobs = jobs
             member.active = active
             member.ready = ready
             # Memory rising past the next threshold is decided at once: at tens of MB/s, a TICK's
@@ -205,7 +217,17 @@ class Coordinator:
             if not others or not me.active:
                 return cap
             weights = me.weight + sum(m.weight for m in others)
-            return max(1, math.floor(cap * me.weight / weights + 0.5))
+            share = max(1, math.floor(cap * me.weight / weights + 0.5))
+            shared = [m for m in others if _same_collector(me, m)]
+            if not shared:
+                return share
+            # A collector serves what is queued at it roughly in arrival order, so its time goes to
+            # each pipeline in proportion to the requests it has there: the weights must hold for the
+            # requests in flight, not only for the lanes (a pipeline that keeps more outstanding
+            # than its share takes the collector from the others whatever their lanes).
+            weights = me.weight + sum(m.weight for m in shared)
+            total = me.jobs + sum(m.jobs for m in shared)
+            return min(share, max(1, math.floor((total + 1) * me.weight / weights + 0.5)))
 
     def _contenders(self, me: Member) -> list[Member]:
         # Only pipelines that could send right now: a stuck or paused one must not hold others back.
@@ -269,6 +291,10 @@ class Coordinator:
                 "container_limit": None if sample is None else sample.container_limit,
             },
         }
+
+
+def _same_collector(a: Member, b: Member) -> bool:
+    return a.collectors is not None and b.collectors is not None and bool(a.collectors & b.collectors)
 
 
 _COORDINATOR: Coordinator | None = None

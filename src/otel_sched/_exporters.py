@@ -134,6 +134,18 @@ class ExporterSpec:
     def can_multiply(self) -> bool:
         return self._factory is not None or self.cloneable
 
+    def collectors(self) -> frozenset[str] | None:
+        """``host:port`` of every collector this pipeline sends to; None when that is not known.
+
+        Known for configured endpoints and for the stock OTLP exporters; another exporter may
+        send anywhere.
+        """
+        urls = list(self.endpoints)
+        if not urls and self.cloneable and isinstance(getattr(self.first, "_endpoint", None), str):
+            urls = [self.first._endpoint]
+        netlocs = {urlparse(url if "://" in url else f"//{url}").netloc.lower() for url in urls}
+        return frozenset(netlocs) if netlocs and "" not in netlocs else None
+
     def make(self, endpoint: str | None) -> Any:
         if self._factory is not None:
             try:

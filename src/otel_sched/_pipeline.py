@@ -339,6 +339,7 @@ class Pipeline:
                 cfg.cpu_cap_cores,
                 cfg.resource_aware,
                 self._threads,
+                self._spec.collectors(),
             ),
         )
 
@@ -366,7 +367,7 @@ class Pipeline:
     def _coordinate(self, now: float) -> None:
         active = self.queues.count >= self.former.max_items or self._jobs_in_flight > 0
         ready = self.former.due(self.queues, now) and self._may_dispatch(now, turns=False)
-        member = coordinator().refresh(self, self._held_bytes(), active, now, ready)
+        member = coordinator().refresh(self, self._held_bytes(), active, now, ready, self._jobs_in_flight)
         if member is None or not self.config.resource_aware:
             return
         self._contended = coordinator().contended(self)
