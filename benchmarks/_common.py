@@ -16,6 +16,7 @@ import json
 import logging
 import random
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -185,6 +186,66 @@ class RssSampler:
     @property
     def receiver_cpu_s(self) -> float:
         return sum(v - self._receiver_start.get(tid, 0.0) for tid, v in self._receiver_seen.items())
+
+
+class Child:
+    """``script --child SPEC`` in its own process; its last stdout line is its JSON result.
+
+    A line ``load-done`` calls ``on_load_done`` (the parent notes what had arrived by then).
+    """
+
+    def __init__(
+        self, script: Path, spec: dict[str, Any], on_load_done: Callable[[], None] | None = None
+    ) -> None:
+        self.spec = spec
+        self._on_load_done = on_load_done
+        self.result: dict[str, Any] | None = None
+        self.error = ""
+        self._proc = subprocess.Popen(
+            [sys.executable, str(script), "--child", json.dumps(spec)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self._stderr: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        # Drained as it comes, so that a chatty child never blocks on a full pipe.
+        self._err_reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._err_reader.start()
+
+    def _read_stderr(self) -> None:
+        assert self._proc.stderr is not None
+        for line in self._proc.stderr:
+            self._stderr.append(line)
+            del self._stderr[:-200]
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        last = ""
+        for line in self._proc.stdout:
+            if line.strip() == "load-done":
+                if self._on_load_done is not None:
+                    self._on_load_done()
+                continue
+            last = line
+        try:
+            self.result = json.loads(last)
+        except ValueError:
+            self.result = None
+
+    def wait(self, timeout: float) -> dict[str, Any]:
+        try:
+            self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait(10)
+        self._reader.join(10)
+        self._err_reader.join(10)
+        self.error = "".join(self._stderr)[-3000:]
+        if self.result is None:
+            raise RuntimeError(f"child {self.spec} failed:\n{self.error}")
+        return self.result
 
 
 # -- receivers, exporters, processors ---------------------------------------------------------------

@@ -363,61 +363,6 @@ CHILDREN: dict[str, Callable[[dict[str, Any]], None]] = {
 # == the parent ===========================================================================================
 
 
-class Child:
-    """One child process running one pipeline; its last stdout line is its JSON result."""
-
-    def __init__(self, spec: dict[str, Any], on_load_done: Callable[[], None] | None = None) -> None:
-        self.spec = spec
-        self._on_load_done = on_load_done
-        self.result: dict[str, Any] | None = None
-        self.error = ""
-        self._proc = subprocess.Popen(
-            [sys.executable, str(HERE), "--child", json.dumps(spec)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self._stderr: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        # Drained as it comes, so that a chatty child never blocks on a full pipe.
-        self._err_reader = threading.Thread(target=self._read_stderr, daemon=True)
-        self._err_reader.start()
-
-    def _read_stderr(self) -> None:
-        assert self._proc.stderr is not None
-        for line in self._proc.stderr:
-            self._stderr.append(line)
-            del self._stderr[:-200]
-
-    def _read(self) -> None:
-        assert self._proc.stdout is not None
-        last = ""
-        for line in self._proc.stdout:
-            if line.strip() == "load-done":
-                if self._on_load_done is not None:
-                    self._on_load_done()
-                continue
-            last = line
-        try:
-            self.result = json.loads(last)
-        except ValueError:
-            self.result = None
-
-    def wait(self, timeout: float) -> dict[str, Any]:
-        try:
-            self._proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait(10)
-        self._reader.join(10)
-        self._err_reader.join(10)
-        self.error = "".join(self._stderr)[-3000:]
-        if self.result is None:
-            raise RuntimeError(f"child {self.spec['part']}/{self.spec['kind']} failed:\n{self.error}")
-        return self.result
-
-
 def _passfail(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
@@ -443,7 +388,8 @@ def memory(quick: bool) -> dict[str, Any]:
     rxs = {name: cm.__enter__() for name, cm in receivers.items()}
     try:
         children = {
-            name: Child(
+            name: c.Child(
+                HERE,
                 {
                     "part": "memory",
                     "kind": kind,
@@ -452,7 +398,7 @@ def memory(quick: bool) -> dict[str, Any]:
                     "seconds": seconds,
                     "rate": rate,
                     "attribute_bytes": size,
-                }
+                },
             )
             for name, (kind, options) in MEMORY_VARIANTS.items()
         }
@@ -553,7 +499,8 @@ def flood(quick: bool) -> dict[str, Any]:
 
     try:
         children = {
-            name: Child(
+            name: c.Child(
+                HERE,
                 {
                     "part": "flood",
                     "kind": kind,
@@ -689,7 +636,8 @@ def cpu_case(case: str, kind: str, seconds: float, rate: float, drain_s: float) 
     try:
         with c.receiver() as rx:
             at_load_end: list[int] = []
-            child = Child(
+            child = c.Child(
+                HERE,
                 {
                     "part": "cpu",
                     "kind": kind,
