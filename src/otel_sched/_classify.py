@@ -20,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ._boost import marked_priority
+from ._boost import _MARKED
 from ._task import Signal, Task
 
 __all__ = [
@@ -200,8 +200,8 @@ class Classifier:
     def classify(self, item: Any, now: float) -> Task:
         priority = int(self._priority_of(item))
         trace_id = self._trace_id(item)
-        if trace_id:
-            marked = marked_priority(trace_id)
+        if trace_id and _MARKED:  # nothing marked is the common case: no lookup then
+            marked = _MARKED.get(trace_id)
             if marked is not None and marked > priority:
                 priority = marked
         self._seq += 1
