@@ -18,7 +18,7 @@ from otel_sched import _coordinator as coordinator_module
 from otel_sched._config import resolve_config
 from otel_sched._coordinator import TICK, Coordinator, Member
 from otel_sched._receiver import OTLPReceiver
-from otel_sched._resources import MemoryLevel, ResourceSample
+from otel_sched._resources import CpuAdvice, MemoryLevel, ResourceSample, shape_batches
 from otel_sched._task import Signal
 
 from ._exporters import RecordingExporter, wait_until
@@ -163,10 +163,46 @@ def test_cpu_saturation_with_a_greedy_pipeline_shrinks_the_lanes(monkeypatch: py
         c.refresh(owner, 0, True, now=t * 0.5)
     assert c.pipeline_cpu > 0.25
     assert c.lane_cap(owner, 16) < 16
+    assert c.batch_factor > 1.0 and c.snapshot()["batch_factor"] == c.batch_factor  # fewer, larger requests
     probe.sample = _sample(process_cpu=0.3, system_cpu=0.2)  # idle capacity again: full speed
     c.refresh(owner, 0, True, now=10.0)
     c.refresh(owner, 0, True, now=10.5)
     assert c.lane_cap(owner, 16) == 16
+    assert c.batch_factor == 1.0
+
+
+@pytest.mark.parametrize(
+    ("tuned", "factor", "expected"),
+    [
+        ((64, 0.05), 1.0, (64, 0.05)),  # not saturated: the tuner's shape
+        ((64, 0.05), 4.0, (256, 0.2)),  # saturated: four times larger and longer
+        ((200, 2.0), 4.0, (512, 5.0)),  # never past max_export_batch_size / schedule_delay
+        ((1, 0.01), 0.5, (1, 0.005)),  # at least one item
+    ],
+)
+def test_cpu_saturation_makes_batches_larger_within_their_bounds(
+    tuned: tuple[int, float], factor: float, expected: tuple[int, float]
+) -> None:
+    items, delay = shape_batches(*tuned, factor, 512, 5.0)
+    assert (items, round(delay, 9)) == expected
+
+
+def test_the_pipeline_applies_the_cpu_batch_factor(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Restored after the test: the coordinator is process-wide.
+    monkeypatch.setattr(coordinator_module.coordinator(), "batch_factor", 1.0)
+    processor = ScheduledSpanProcessor(RecordingExporter(), max_export_batch_size=512)
+    pipeline = processor._pipeline
+    pipeline._tuned = (64, 0.05)  # as self-tuning could have left it (no export runs in this test)
+    # The process-wide CPU governor says: saturated, over the cap.
+    monkeypatch.setattr(
+        coordinator_module.coordinator()._cpu, "advise", lambda share, sample: CpuAdvice(0.5, 4.0, True)
+    )
+    coordinator_module.coordinator()._last = -1e9  # decide at the next report
+    processor.force_flush(1_000)  # a step of the scheduler: it reports and reads the decisions
+    assert wait_until(lambda: processor.stats()["tuning"]["cpu_batch_factor"] == 4.0)
+    assert processor.stats()["tuning"]["batch_items"] == 256
+    assert processor.stats()["tuning"]["batch_delay_ms"] == pytest.approx(200.0)
+    processor.shutdown()
 
 
 def test_a_process_near_its_container_limit_gives_memory_back_first() -> None:

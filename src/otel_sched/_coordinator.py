@@ -113,6 +113,7 @@ class Coordinator:
         self._cpu_meter = CpuMeter()
         self._cpu = CpuGovernor()
         self.lanes_factor = 1.0
+        self.batch_factor = 1.0  # batches this much larger (within their bounds) while CPU-saturated
         self.pipeline_cpu = 0.0  # cores used by all pipeline threads (EWMA)
         self.level = MemoryLevel.NORMAL
 
@@ -184,7 +185,8 @@ class Coordinator:
             self._alarm = self._memory.next_threshold_bytes()
         threads = [t for m in members if m.resource_aware for t in m.threads()]
         self.pipeline_cpu = self._cpu_meter.update(thread_cpu_seconds(threads), now) if threads else 0.0
-        self.lanes_factor = self._cpu.advise(self.pipeline_cpu, sample).max_lanes_factor
+        advice = self._cpu.advise(self.pipeline_cpu, sample)
+        self.lanes_factor, self.batch_factor = advice.max_lanes_factor, advice.batch_factor
         weights = sum(m.weight for m in members) or 1.0
         for m in members:
             m.share_bytes = int(self._budget * m.weight / weights)
@@ -280,6 +282,7 @@ class Coordinator:
             "pipelines_bytes": sum(m.bytes for _, m in self._members.values()),
             "pipeline_cpu_cores": self.pipeline_cpu,
             "lanes_factor": self.lanes_factor,
+            "batch_factor": self.batch_factor,
             "probe": None
             if self._probe is None
             else {

@@ -55,7 +55,7 @@ from ._metrics import SelfMetrics, Stats
 from ._policies import deadline_for, make_policy
 from ._priority_rules import compile_rules
 from ._queues import QueueSet
-from ._resources import BatchTuner, MemoryLevel
+from ._resources import BatchTuner, MemoryLevel, shape_batches
 from ._routing import Router
 from ._spool import Spool, SpoolUnavailable
 from ._task import PriorityClass, Signal, Task
@@ -228,6 +228,9 @@ class Pipeline:
             else None
         )
         self._since_tune = 0
+        # (items, delay) as self-tuning last chose them; the CPU governor's factor scales them.
+        self._tuned = (cfg.max_export_batch_size, cfg.schedule_delay_millis / 1000.0)
+        self._batch_factor = 1.0
         self._app_drops_reported: dict[str, int] = {}
         prefix = f"otel-sched-{cfg.signal.value}"
         self._build_pool(prefix)
@@ -373,6 +376,9 @@ class Pipeline:
         self._contended = coordinator().contended(self)
         self._lane_cap = coordinator().lane_cap(self, self.pool.live_lanes())
         self._share_bytes = member.share_bytes
+        if coordinator().batch_factor != self._batch_factor:
+            self._batch_factor = coordinator().batch_factor
+            self._shape_batches()
         level = member.level
         if level is self._level:
             return
@@ -388,7 +394,7 @@ class Pipeline:
         base_delay = self.config.schedule_delay_millis / 1000.0
         if level is MemoryLevel.NORMAL:
             self._intake_cap = self._base_intake_cap
-            self.former.delay = self._tuner.delay if self._tuner is not None else base_delay
+            self._shape_batches()
         else:
             # Give memory back: an intake bounded by bytes (a quarter of the share), batches sent
             # sooner, and the classes now refused shed down to the soft level.
@@ -421,7 +427,16 @@ class Pipeline:
             return
         self._since_tune = 0
         mean_item = self.stats.exported_bytes / self.stats.exported if self.stats.exported else 512.0
-        items, delay = tuner.tune(self.cost_model.base, self.cost_model.per_byte, mean_item)
+        self._tuned = tuner.tune(self.cost_model.base, self.cost_model.per_byte, mean_item)
+        self._shape_batches()
+
+    def _shape_batches(self) -> None:
+        """Apply the tuned batch shape, scaled by the CPU factor; the delay only at the NORMAL level
+        (the memory levels shorten it on their own)."""
+        cfg = self.config
+        items, delay = shape_batches(
+            *self._tuned, self._batch_factor, cfg.max_export_batch_size, cfg.schedule_delay_millis / 1000.0
+        )
         self.former.max_items = items
         if self._level is MemoryLevel.NORMAL:
             self.former.delay = delay
@@ -1093,6 +1108,7 @@ class Pipeline:
                     "enabled": self._tuner is not None,
                     "batch_items": self.former.max_items,
                     "batch_delay_ms": self.former.delay * 1000.0,
+                    "cpu_batch_factor": self._batch_factor,
                     "adjustments": 0 if self._tuner is None else self._tuner.adjustments,
                 },
                 "async_loop": {

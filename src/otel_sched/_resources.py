@@ -643,6 +643,15 @@ def cpu_saturated(sample: ResourceSample | None) -> bool:
     return sample.process_cpu >= 0.9 and sample.system_cpu is not None and sample.system_cpu >= 0.9
 
 
+def shape_batches(
+    items: int, delay: float, cpu_factor: float, max_items: int, max_delay: float
+) -> tuple[int, float]:
+    """Batch size and delay: the tuner's (``items``, ``delay``) scaled by the CPU governor's
+    ``cpu_factor`` -- fewer, larger requests while the process is CPU-saturated -- and never past
+    the configured ``max_items`` / ``max_delay``."""
+    return min(max_items, max(1, int(items * cpu_factor))), min(max_delay, delay * cpu_factor)
+
+
 class CpuGovernor:
     """Keeps the pipeline's CPU within ``cap_cores`` while the process is CPU-bound.
 
