@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import gzip
 import logging
 import os
 import socket
+import ssl
+import struct
 import threading
 import time
+import warnings
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 import requests
+import trustme
 from google.protobuf.any_pb2 import Any as AnyMessage
 from google.protobuf.duration_pb2 import Duration
 from google.rpc.error_details_pb2 import RetryInfo
@@ -852,3 +859,701 @@ def test_grpc_compression_argument_forms(receiver: OTLPReceiver, compression: An
     assert sender.compression == name
     assert _send(sender, _body("traces", 1)).ok
     assert receiver.span_count == 1
+
+
+# -- the light HTTP transport: choice, keep-alive, parity with requests -------------------------------
+
+
+_PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
+@pytest.fixture
+def plain_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No proxy, CA-bundle or netrc setting of the machine's may steer requests for these tests."""
+    for name in (*_PROXY_VARIABLES, *(v.upper() for v in _PROXY_VARIABLES)):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NETRC", "SSLKEYLOGFILE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def _reply(status: str = "200 OK", headers: Sequence[tuple[str, str]] = (), body: bytes = b"") -> bytes:
+    """Raw response bytes; no header is added, so that tests control framing exactly."""
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers)
+    return f"HTTP/1.1 {status}\r\n{head}\r\n".encode("latin-1") + body
+
+
+def _framed(status: str = "200 OK", headers: Sequence[tuple[str, str]] = (), body: bytes = b"") -> bytes:
+    return _reply(status, (*headers, ("Content-Length", str(len(body)))), body)
+
+
+OK_REPLY = _framed()
+
+Script = Callable[[int], tuple[bytes, str]]
+
+
+class RawHTTP:
+    """A loopback HTTP/1.1 server that answers request n (counted from 1) with ``script(n)``.
+
+    ``script`` gives raw response bytes and what to do next: ``"keep"`` the connection, ``"close"``
+    it (a FIN, no ``Connection: close``), ``"drop"`` it unanswered, ``"reset"`` it (RST), ``"hang"``
+    until stop(), or ``"stall"`` (stop reading before the body). It counts connections and keeps
+    every request's raw bytes, so tests see keep-alive, retries and exactly what was on the wire.
+    """
+
+    def __init__(self, script: Script = lambda n: (OK_REPLY, "keep"), tls: ssl.SSLContext | None = None):
+        self.script = script
+        self.tls = tls
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.answered: list[bytes] = []  # the requests that got their answer ("keep"/"close")
+        self.release = threading.Event()
+        self._cond = threading.Condition()
+        self._sockets: list[socket.socket] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+        self._threads[0].start()
+
+    def wait_for_requests(self, n: int, timeout: float = TIMEOUT) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: len(self.requests) >= n, timeout)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            with self._cond:
+                self.connections += 1
+                self._sockets.append(conn)
+            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            if self.tls is not None:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+                with self._cond:
+                    self._sockets.append(conn)
+            pending = b""
+            while True:
+                while b"\r\n\r\n" not in pending:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    pending += data
+                head, _, pending = pending.partition(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                with self._cond:
+                    n = len(self.requests) + 1
+                reply, action = self.script(n)
+                if action != "stall":
+                    while len(pending) < length:
+                        data = conn.recv(65536)
+                        if not data:
+                            return
+                        pending += data
+                request, pending = head + b"\r\n\r\n" + pending[:length], pending[length:]
+                with self._cond:
+                    self.requests.append(request)
+                    if action in ("keep", "close"):
+                        self.answered.append(request)
+                    self._cond.notify_all()
+                if reply:
+                    conn.sendall(reply)
+                if action == "keep":
+                    continue
+                if action == "reset":
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                elif action in ("hang", "stall"):
+                    self.release.wait()
+                return
+        except OSError:  # incl. TLS handshakes the client gives up on
+            return
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        self.release.set()
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes accept(); close() alone does not
+        self._listener.close()
+        with self._cond:
+            sockets = list(self._sockets)
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        for thread in self._threads:
+            thread.join(timeout=10)
+
+
+@pytest.fixture
+def raw_http() -> Iterator[Callable[..., RawHTTP]]:
+    """Makes RawHTTP servers, stopped at teardown."""
+    servers: list[RawHTTP] = []
+
+    def make(script: Script = lambda n: (OK_REPLY, "keep"), tls: ssl.SSLContext | None = None) -> RawHTTP:
+        servers.append(RawHTTP(script, tls))
+        return servers[-1]
+
+    try:
+        yield make
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def _twins(url: str, signal: str = "traces", **kwargs: Any) -> tuple[HTTPSender, HTTPSender]:
+    """The same sender twice: on the light transport, and on requests (a session passed in)."""
+    light = HTTPSender(signal, endpoint=url, **kwargs)
+    heavy = HTTPSender(signal, endpoint=url, session=requests.Session(), **kwargs)
+    assert (light.transport, heavy.transport) == ("http.client", "requests")
+    return light, heavy
+
+
+def _outcome(result: SendResult) -> SendResult:
+    """A result without its message where the message names a transport-level exception."""
+    failed = result.status in ("connection_error", "timeout", "error", "shutdown")
+    assert result.message or not failed
+    return dataclasses.replace(result, message="") if failed else result
+
+
+def test_the_light_transport_serves_a_plain_setup(plain_env: None, receiver: OTLPReceiver) -> None:
+    sender = HTTPSender("traces", endpoint=receiver.traces_url)
+    exporter = HttpLogExporter(endpoint=receiver.logs_url)
+    from_stock = sender_for(exporter)
+    exporter.shutdown()
+    assert isinstance(from_stock, HTTPSender)
+    try:
+        assert sender.transport == from_stock.transport == "http.client"
+        assert "transport='http.client'" in repr(sender)
+        assert sender.send(_body("traces"), TIMEOUT).ok and from_stock.send(_body("logs"), TIMEOUT).ok
+    finally:
+        sender.shutdown()
+        from_stock.shutdown()
+    assert (receiver.span_count, receiver.log_count) == (2, 2)
+
+
+class _SessionSubclass(requests.Session):
+    """Stands for any session type with behaviour of its own."""
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "session",
+        "session_subclass",
+        "credential_provider",
+        "session_proxies",
+        "session_auth",
+        "netrc",
+        "url_auth",
+    ],
+)
+def test_requests_is_kept_where_it_would_do_more_than_a_post(
+    plain_env: None,
+    raw_http: Callable[..., RawHTTP],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    case: str,
+) -> None:
+    server = raw_http()
+    url = server.url + "/v1/traces"
+    exporter: Any = None
+    if case == "session":
+        sender = HTTPSender("traces", endpoint=url, session=requests.Session())
+    elif case == "session_subclass":
+        exporter = HttpSpanExporter(endpoint=url, session=_SessionSubclass())
+        sender = HTTPSender.from_exporter(exporter)
+    elif case == "credential_provider":
+        monkeypatch.setenv("OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER", "test-provider")
+        monkeypatch.setattr(_otlp_sender, "_load_credential_provider", lambda name: requests.Session())
+        sender = HTTPSender("traces", endpoint=url)
+    elif case in ("session_proxies", "session_auth"):
+        exporter = HttpSpanExporter(endpoint=url)
+        session = exporter._client._transport._session
+        if case == "session_proxies":
+            session.proxies = {"http": server.url}  # the server answers as the proxy too
+        else:
+            session.auth = ("user", "secret")
+        sender = HTTPSender.from_exporter(exporter)
+    elif case == "netrc":
+        netrc = tmp_path / "netrc"
+        netrc.write_text("machine 127.0.0.1 login user password secret\n")
+        monkeypatch.setenv("NETRC", str(netrc))
+        sender = HTTPSender("traces", endpoint=url)
+    else:
+        sender = HTTPSender("traces", endpoint=url.replace("://", "://user:secret@"))
+    assert sender.transport == "requests"
+    try:
+        assert _send(sender, _body("traces")).ok
+    finally:
+        if exporter is not None:
+            exporter.shutdown()
+    (request,) = server.requests
+    if case == "session_proxies":
+        assert request.startswith(f"POST {url} HTTP/1.1".encode())  # absolute form: via the proxy
+    if case in ("session_auth", "netrc", "url_auth"):
+        assert b"\r\nAuthorization: Basic dXNlcjpzZWNyZXQ=\r\n" in request
+
+
+@pytest.mark.parametrize(("no_proxy", "transport"), [(None, "requests"), ("127.0.0.1", "http.client")])
+def test_an_environment_proxy_keeps_requests_unless_no_proxy_covers_the_host(
+    plain_env: None,
+    raw_http: Callable[..., RawHTTP],
+    monkeypatch: pytest.MonkeyPatch,
+    no_proxy: str | None,
+    transport: str,
+) -> None:
+    proxy, collector = raw_http(), raw_http()
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    if no_proxy is not None:
+        monkeypatch.setenv("NO_PROXY", no_proxy)
+    sender = HTTPSender("traces", endpoint=collector.url + "/v1/traces")
+    assert sender.transport == transport
+    assert _send(sender, _body("traces")).ok
+    through_proxy = transport == "requests"
+    assert (len(proxy.requests), len(collector.requests)) == ((1, 0) if through_proxy else (0, 1))
+
+
+def test_patched_requests_code_is_used_instead(
+    plain_env: None, raw_http: Callable[..., RawHTTP], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mocking library patches requests: the sender must go through the patch, as before."""
+    server = raw_http()
+    sender = HTTPSender("traces", endpoint=server.url + "/v1/traces")
+    seen: list[str] = []
+
+    def fake_send(self: Any, request: Any, **kwargs: Any) -> requests.Response:
+        seen.append(request.url)
+        response = requests.Response()
+        response.status_code, response.reason, response._content = 418, "I'm a teapot", b""
+        return response
+
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(requests.adapters.HTTPAdapter, "send", fake_send)
+            assert sender.send(_body("traces"), TIMEOUT).status == "418"
+        assert sender.send(_body("traces"), TIMEOUT).ok  # unpatched: the light transport again
+    finally:
+        sender.shutdown()
+    assert seen == [server.url + "/v1/traces"] and len(server.requests) == 1
+    assert sender.transport == "http.client"
+
+
+def test_requests_instrumentation_is_bypassed_only_while_suppressed(
+    plain_env: None, raw_http: Callable[..., RawHTTP]
+) -> None:
+    from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
+    from opentelemetry.instrumentation.requests import RequestsInstrumentor
+
+    server = raw_http()
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    sender = HTTPSender("traces", endpoint=server.url + "/v1/traces")
+    RequestsInstrumentor().instrument(tracer_provider=provider)
+    try:
+        token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))  # as on the export lanes
+        try:
+            assert sender.send(_body("traces"), TIMEOUT).ok
+        finally:
+            detach(token)
+        assert sender.send(_body("traces"), TIMEOUT).ok  # instrumented: through requests, traced
+    finally:
+        RequestsInstrumentor().uninstrument()
+        sender.shutdown()
+        provider.shutdown()
+    quiet, traced = server.requests
+    assert b"traceparent" not in quiet.lower() and b"\r\ntraceparent: " in traced.lower()
+    assert [span.name for span in memory.get_finished_spans()] == ["POST"]
+    assert server.connections == 2  # the light transport's connection, then requests' own
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip", "deflate"])
+def test_the_request_bytes_are_those_requests_sends(
+    plain_env: None, raw_http: Callable[..., RawHTTP], compression: str
+) -> None:
+    server = raw_http()
+    body = _body("logs", 3)
+    light, heavy = _twins(
+        server.url + "/v1/logs?tenant=a%20b", "logs", compression=compression, headers={"X-Tenant": "acme"}
+    )
+    for sender in (light, heavy):
+        assert _send(sender, body).ok
+    ours, theirs = server.requests
+    assert ours == theirs
+    assert ours.startswith(b"POST /v1/logs?tenant=a%20b HTTP/1.1\r\nHost: 127.0.0.1:")
+    assert b"\r\nx-tenant: acme\r\n" in ours and b"\r\nAccept-Encoding: gzip, deflate\r\n" in ours
+
+
+def test_keep_alive_reuses_one_connection(plain_env: None, raw_http: Callable[..., RawHTTP]) -> None:
+    server = raw_http()
+    sender = HTTPSender("traces", endpoint=server.url + "/v1/traces")
+    try:
+        assert all(sender.send(_body("traces"), TIMEOUT).ok for _ in range(5))
+    finally:
+        sender.shutdown()
+    assert (server.connections, len(server.requests)) == (1, 5)
+
+
+def test_connection_close_from_the_server_is_honoured(
+    plain_env: None, raw_http: Callable[..., RawHTTP]
+) -> None:
+    server = raw_http(lambda n: (_framed(headers=[("Connection", "close")]), "keep"))
+    sender = HTTPSender("traces", endpoint=server.url + "/v1/traces")
+    try:
+        assert all(sender.send(_body("traces"), TIMEOUT).ok for _ in range(3))
+    finally:
+        sender.shutdown()
+    assert (server.connections, len(server.answered)) == (3, 3)
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced(
+    plain_env: None, raw_http: Callable[..., RawHTTP]
+) -> None:
+    """A keep-alive timeout: the server closes after answering, without saying so."""
+    server = raw_http(lambda n: (OK_REPLY, "close"))
+    sender = HTTPSender("traces", endpoint=server.url + "/v1/traces")
+    bodies = [_body("traces", n) for n in (1, 2, 3)]
+    try:
+        assert all(sender.send(body, TIMEOUT).ok for body in bodies)
+    finally:
+        sender.shutdown()
+    assert all(request.endswith(body) for request, body in zip(server.answered, bodies, strict=True))
+    assert server.connections == 3  # each delivered exactly once, on its own connection
+
+
+@pytest.mark.parametrize("how", ["drop", "reset"])
+def test_a_stale_connection_is_retried_once_on_a_fresh_one(
+    plain_env: None, raw_http: Callable[..., RawHTTP], how: str
+) -> None:
+    """The server gives up the idle connection just as the next request arrives on it."""
+    server = raw_http(lambda n: (b"", how) if n == 2 else (OK_REPLY, "keep"))
+    sender = HTTPSender("traces", endpoint=server.url + "/v1/traces")
+    first, second = _body("traces", 1), _body("traces", 2)
+    try:
+        assert sender.send(first, TIMEOUT).ok
+        assert sender.send(second, TIMEOUT).ok
+    finally:
+        sender.shutdown()
+    assert server.connections == 2
+    # each batch answered exactly once: the dropped attempt was never processed
+    assert all(request.endswith(body) for request, body in zip(server.answered, (first, second), strict=True))
+    assert len(server.requests) == 3
+
+
+def test_a_fresh_connection_is_not_retried(plain_env: None, raw_http: Callable[..., RawHTTP]) -> None:
+    server = raw_http(lambda n: (b"", "drop"))
+    light, heavy = _twins(server.url + "/v1/traces")
+    results = [_send(sender, _body("traces")) for sender in (light, heavy)]
+    assert _outcome(results[0]) == _outcome(results[1])
+    assert results[0].status == "connection_error" and results[0].retryable
+    assert (server.connections, len(server.requests)) == (2, 2)  # one attempt each
+
+
+def _protobuf_partial(rejected: int) -> bytes:
+    response = ExportTraceServiceResponse()
+    response.partial_success.rejected_spans = rejected
+    response.partial_success.error_message = "some spans rejected"
+    return response.SerializeToString()
+
+
+_PARITY: dict[str, tuple[bytes, str]] = {
+    "partial-success": (
+        _framed(headers=[("CONTENT-TYPE", "application/x-protobuf")], body=_protobuf_partial(3)),
+        "keep",
+    ),
+    "400-text": (_framed("400 Bad Request", [("Content-Type", "text/plain")], b"bad payload\n"), "keep"),
+    "400-gzip-text": (
+        _framed("400 Bad Request", [("Content-Encoding", "gzip")], gzip.compress(b"zipped reason")),
+        "keep",
+    ),
+    "400-deflate-text": (
+        _framed("400 Bad Request", [("content-encoding", "deflate")], zlib.compress(b"deflated reason")),
+        "keep",
+    ),
+    "400-undecodable": (_framed("400 Bad Request", [("Content-Encoding", "gzip")], b"not gzip"), "keep"),
+    "429-seconds": (_framed("429 Too Many Requests", [("RETRY-AFTER", "7")]), "keep"),
+    "503-date": (b"", "keep"),  # the date is set by the test, an hour from then
+    "503-two-retry-after": (
+        _framed("503 Service Unavailable", [("Retry-After", "5"), ("Retry-After", "7")]),
+        "keep",
+    ),
+    "301-not-followed": (
+        _framed("301 Moved Permanently", [("Location", "http://127.0.0.1:1/")], b"moved"),
+        "keep",
+    ),
+    "302-undecodable": (
+        _framed("302 Found", [("Location", "/x"), ("Content-Encoding", "gzip")], b"zz"),
+        "keep",
+    ),
+    "chunked": (
+        _reply("400 Bad Request", [("Transfer-Encoding", "chunked")], b"4\r\nnope\r\n0\r\n\r\n"),
+        "keep",
+    ),
+    "bad-chunk": (_reply("200 OK", [("Transfer-Encoding", "chunked")], b"zz\r\n"), "close"),
+    "short-body": (_reply("200 OK", [("Content-Length", "10")], b"abc"), "close"),
+    "until-close": (_reply("400 Bad Request", [("Content-Type", "text/plain")], b"read to the end"), "close"),
+    "two-lengths": (_reply("200 OK", [("Content-Length", "3"), ("Content-Length", "4")], b"abc"), "close"),
+    "listed-length": (_reply("200 OK", [("Content-Length", "3, 3")], b"abcd"), "close"),
+    "bad-status-line": (b"garbage\r\n\r\n", "close"),
+    "unanswered": (b"", "drop"),
+    "reset": (b"", "reset"),
+    "answer-timeout": (b"", "hang"),
+    "body-timeout": (
+        _reply("200 OK", [("Content-Length", "10")], b"abc"),
+        "hang",
+    ),  # requests: ConnectionError
+}
+
+
+@pytest.mark.parametrize("case", list(_PARITY))
+def test_outcomes_are_those_of_the_requests_path(
+    plain_env: None, raw_http: Callable[..., RawHTTP], case: str
+) -> None:
+    reply, action = _PARITY[case]
+    if case == "503-date":
+        later = format_datetime(datetime.fromtimestamp(time.time() + 3600, timezone.utc), usegmt=True)
+        reply = _framed("503 Service Unavailable", [("retry-after", later)])
+    server = raw_http(lambda n: (reply, action))
+    light, heavy = _twins(server.url + "/v1/traces")
+    ours, theirs = (_send(sender, _body("traces"), timeout=0.3) for sender in (light, heavy))
+    if case == "503-date":  # seconds until the date, read at two moments
+        assert ours.retry_after is not None and theirs.retry_after is not None
+        assert 3000 < ours.retry_after <= 3600 and 3000 < theirs.retry_after <= 3600
+        ours, theirs = (dataclasses.replace(r, retry_after=None) for r in (ours, theirs))
+    assert _outcome(ours) == _outcome(theirs)
+    expected = {
+        "partial-success": ("200", 3, "some spans rejected"),
+        "400-gzip-text": ("400", 0, "zipped reason"),
+        "400-deflate-text": ("400", 0, "deflated reason"),
+        "400-undecodable": ("connection_error", 0, None),
+        "429-seconds": ("429", 0, "Too Many Requests"),
+        "301-not-followed": ("301", 0, "moved"),
+        "302-undecodable": ("302", 0, "Found"),
+        "two-lengths": ("error", 0, None),
+        "answer-timeout": ("timeout", 0, None),
+        "body-timeout": ("connection_error", 0, None),
+    }.get(case)
+    if expected is not None:
+        assert (ours.status, ours.rejected) == expected[:2]
+        assert expected[2] is None or ours.message == expected[2]
+    if case == "429-seconds":
+        assert (ours.retryable, ours.throttled, ours.retry_after) == (True, True, 7.0)
+    assert len(server.requests) == 2  # one attempt each, no redirect followed
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"partial_rejected": 3},
+        {"failure_rate": 1.0, "failure_status": 400},
+        {"failure_rate": 1.0, "failure_status": 429, "retry_after_s": 2},
+        {"failure_rate": 1.0, "failure_status": 503, "retry_after_s": 5},
+    ],
+    ids=["partial", "400", "429", "503"],
+)
+def test_receiver_outcomes_match_between_transports(
+    plain_env: None, receiver: OTLPReceiver, fault: dict[str, Any]
+) -> None:
+    receiver.set_faults(**fault)
+    light, heavy = _twins(receiver.traces_url)
+    ours, theirs = (_send(sender, _body("traces", 4)) for sender in (light, heavy))
+    assert ours == theirs
+    assert receiver.request_count == 2
+
+
+@pytest.mark.parametrize("compression", ["gzip", "deflate"])
+def test_compressed_bodies_arrive_decodable_over_the_light_transport(
+    plain_env: None, receiver: OTLPReceiver, compression: str
+) -> None:
+    sender = HTTPSender("traces", endpoint=receiver.traces_url, compression=compression)
+    assert sender.transport == "http.client"
+    body = _body("traces", 3)
+    assert _send(sender, body).ok
+    assert [item.name for item in receiver.spans()] == ["op-0", "op-1", "op-2"]
+    assert receiver.bytes_received == len(body)
+
+
+def test_refused_and_timed_out_match_between_transports(plain_env: None, receiver: OTLPReceiver) -> None:
+    refused = [
+        _send(sender, _body("traces")) for sender in _twins(f"http://127.0.0.1:{_free_port()}/v1/traces")
+    ]
+    assert _outcome(refused[0]) == _outcome(refused[1])
+    assert (refused[0].status, refused[0].retryable) == ("connection_error", True)
+    receiver.set_faults(latency_s=60)  # stop() at teardown ends the wait
+    timed_out = [_send(sender, _body("traces"), timeout=0.3) for sender in _twins(receiver.traces_url)]
+    assert _outcome(timed_out[0]) == _outcome(timed_out[1])
+    assert (timed_out[0].status, timed_out[0].retryable) == ("timeout", True)
+
+
+def test_a_timeout_while_sending_is_a_connection_error_as_in_requests(
+    plain_env: None, raw_http: Callable[..., RawHTTP]
+) -> None:
+    server = raw_http(lambda n: (b"", "stall"))  # reads the head, never the body
+    body = b"\x00" * (32 * 1024 * 1024)  # more than the socket buffers hold
+    results = [_send(sender, body, timeout=0.3) for sender in _twins(server.url + "/v1/traces")]
+    assert _outcome(results[0]) == _outcome(results[1])
+    assert (results[0].status, results[0].retryable) == ("connection_error", True)
+
+
+def test_shutdown_during_a_send_returns_shutdown(plain_env: None, raw_http: Callable[..., RawHTTP]) -> None:
+    server = raw_http(lambda n: (OK_REPLY, "keep") if n == 1 else (b"", "hang"))
+    sender = HTTPSender("traces", endpoint=server.url + "/v1/traces")
+    assert sender.send(_body("traces"), TIMEOUT).ok
+    results: list[SendResult] = []
+    thread = threading.Thread(target=lambda: results.append(sender.send(_body("traces"), 60)))
+    thread.start()
+    try:
+        assert server.wait_for_requests(2)
+        sender.shutdown()
+        thread.join(timeout=TIMEOUT)  # the shutdown wakes the read: no 60 s wait
+        assert not thread.is_alive()
+    finally:
+        sender.shutdown()
+        server.release.set()
+        thread.join(timeout=TIMEOUT)
+    assert results == [_otlp_sender._SHUTDOWN_RESULT]
+    assert sender.send(_body("traces"), TIMEOUT) == _otlp_sender._SHUTDOWN_RESULT
+
+
+def test_a_cookie_hands_the_session_back_to_requests(
+    plain_env: None, raw_http: Callable[..., RawHTTP]
+) -> None:
+    server = raw_http(
+        lambda n: (_framed(headers=[("Set-Cookie", "lb=7; Path=/")] if n in (1, 4) else []), "keep")
+    )
+    light, heavy = _twins(server.url + "/v1/traces")
+    for sender in (light, heavy):
+        try:
+            assert all(sender.send(b"", TIMEOUT).ok for _ in range(3))
+        finally:
+            sender.shutdown()
+    assert light.transport == "requests"  # requests sends the session's cookie from now on
+    ours, theirs = server.requests[:3], server.requests[3:]
+    assert ours == theirs
+    assert [b"\r\nCookie: lb=7\r\n" in request for request in ours] == [False, True, True]
+
+
+# -- the light HTTP transport over TLS -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A test CA with a client certificate, and another CA that signed nothing here."""
+    folder = tmp_path_factory.mktemp("tls")
+    ca, other = trustme.CA(), trustme.CA()
+    client = ca.issue_cert("client@example.test")
+    paths = {
+        name: str(folder / name) for name in ("ca.pem", "other.pem", "client.pem", "client.key", "both.pem")
+    }
+    ca.cert_pem.write_to_path(paths["ca.pem"])
+    other.cert_pem.write_to_path(paths["other.pem"])
+    client.cert_chain_pems[0].write_to_path(paths["client.pem"])
+    client.private_key_pem.write_to_path(paths["client.key"])
+    client.private_key_and_cert_chain_pem.write_to_path(paths["both.pem"])
+    return {"ca": ca, **paths}
+
+
+def _tls_server(
+    raw_http: Callable[..., RawHTTP],
+    tls: dict[str, Any],
+    names: Sequence[str] = ("127.0.0.1",),
+    mutual: bool = False,
+) -> RawHTTP:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls["ca"].issue_cert(*names).configure_cert(context)
+    if mutual:
+        context.verify_mode = ssl.CERT_REQUIRED
+        tls["ca"].configure_trust(context)
+    return raw_http(tls=context)
+
+
+def test_tls_verifies_the_server_with_the_certificate_file(
+    plain_env: None, raw_http: Callable[..., RawHTTP], tls_files: dict[str, Any]
+) -> None:
+    server = _tls_server(raw_http, tls_files)
+    sender = HTTPSender("traces", endpoint=server.url + "/v1/traces", certificate_file=tls_files["ca.pem"])
+    assert sender.transport == "http.client"
+    try:
+        assert sender.send(_body("traces"), TIMEOUT).ok and sender.send(_body("traces"), TIMEOUT).ok
+    finally:
+        sender.shutdown()
+    assert (server.connections, len(server.requests)) == (1, 2)
+
+
+@pytest.mark.parametrize("case", ["default-roots", "other-ca", "wrong-name", "no-client-cert"])
+def test_tls_failures_are_those_of_the_requests_path(
+    plain_env: None, raw_http: Callable[..., RawHTTP], tls_files: dict[str, Any], case: str
+) -> None:
+    server = _tls_server(
+        raw_http,
+        tls_files,
+        names=("localhost",) if case == "wrong-name" else ("127.0.0.1",),
+        mutual=case == "no-client-cert",
+    )
+    ca_file = {"default-roots": None, "other-ca": tls_files["other.pem"]}.get(case, tls_files["ca.pem"])
+    results = [
+        _send(sender, _body("traces"))
+        for sender in _twins(server.url + "/v1/traces", certificate_file=ca_file)
+    ]
+    assert _outcome(results[0]) == _outcome(results[1])
+    assert (results[0].status, results[0].retryable) == ("connection_error", True)
+    assert server.requests == []  # no request got past the handshake
+
+
+@pytest.mark.parametrize("split", [True, False], ids=["cert-and-key", "one-file"])
+def test_mutual_tls_with_a_client_certificate(
+    plain_env: None, raw_http: Callable[..., RawHTTP], tls_files: dict[str, Any], split: bool
+) -> None:
+    server = _tls_server(raw_http, tls_files, mutual=True)
+    client = (
+        {"client_certificate_file": tls_files["client.pem"], "client_key_file": tls_files["client.key"]}
+        if split
+        else {"client_certificate_file": tls_files["both.pem"]}
+    )
+    light, heavy = _twins(server.url + "/v1/traces", certificate_file=tls_files["ca.pem"], **client)
+    assert _send(light, _body("traces")).ok and _send(heavy, _body("traces")).ok
+    assert len(server.answered) == 2
+
+
+def test_requests_ca_bundle_wins_over_the_certificate_file_as_in_requests(
+    plain_env: None,
+    raw_http: Callable[..., RawHTTP],
+    tls_files: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """requests lets REQUESTS_CA_BUNDLE override the session's verify (trust_env): so must we."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", tls_files["ca.pem"])
+    server = _tls_server(raw_http, tls_files)
+    light, heavy = _twins(server.url + "/v1/traces", certificate_file=tls_files["other.pem"])
+    assert _send(light, _body("traces")).ok and _send(heavy, _body("traces")).ok
+
+
+def test_unverified_tls_warns_on_every_send_as_urllib3_does(
+    plain_env: None, raw_http: Callable[..., RawHTTP], tls_files: dict[str, Any]
+) -> None:
+    from urllib3.exceptions import InsecureRequestWarning
+
+    server = _tls_server(raw_http, tls_files)
+    exporter = HttpSpanExporter(endpoint=server.url + "/v1/traces")
+    exporter._client._transport._session.verify = False
+    light = HTTPSender.from_exporter(exporter)
+    exporter.shutdown()
+    heavy = HTTPSender("traces", endpoint=server.url + "/v1/traces", session=requests.Session())
+    heavy._session.verify = False
+    assert (light.transport, heavy.transport, light.verify) == ("http.client", "requests", False)
+    messages = []
+    for sender in (light, heavy):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert sender.send(_body("traces"), TIMEOUT).ok and _send(sender, _body("traces")).ok
+        messages.append([str(w.message) for w in caught if w.category is InsecureRequestWarning])
+    assert messages[0] == messages[1] and len(messages[0]) == 2
