@@ -7,6 +7,21 @@ import pytest
 from otel_sched._receiver import OTLPReceiver
 
 
+@pytest.fixture(autouse=True)
+def _no_pipeline_outlives_its_test() -> Iterator[None]:
+    """A test that fails before its own shutdown() must not leave its pipeline behind.
+
+    Pipelines share the process-wide level: one left running with an explicit memory limit
+    would hold every later test's pipelines to that limit, and one failure would look like many.
+    """
+    from otel_sched import _pipeline
+
+    before = set(_pipeline._LIVE)
+    yield
+    for pipeline in [p for p in list(_pipeline._LIVE) if p not in before]:
+        pipeline.shutdown(0.5)
+
+
 @pytest.fixture
 def receiver() -> Iterator[OTLPReceiver]:
     """A started local OTLP receiver with HTTP and gRPC endpoints."""

@@ -327,6 +327,25 @@ def test_overload_drops_are_counted_never_silent() -> None:
     processor.shutdown()
 
 
+def test_items_offered_while_every_lane_is_busy_are_still_classified_promptly() -> None:
+    # One lane (a custom exporter), stuck on its first batch: nothing more can be dispatched, and
+    # a few items arrive -- fewer than any chunk that wakes the scheduler.  They must still be
+    # classified (admitted, counted, held to the memory levels) within a bounded time, not only
+    # when the stuck export times out (30 s).
+    exporter = RecordingExporter()
+    exporter.gate = threading.Event()
+    processor = ScheduledSpanProcessor(exporter, max_export_batch_size=1, schedule_delay_millis=5)
+    _, tracer = _tracer(processor)
+    _spans(tracer, 1)
+    assert wait_until(lambda: processor.stats()["concurrency"]["in_flight"] == 1)
+    _spans(tracer, 5, prefix="late")
+    assert wait_until(lambda: (processor.stats()["intake"], processor.stats()["queued"]) == (0, 5), timeout=5)
+    exporter.gate.set()
+    assert processor.force_flush(5_000)
+    assert len(exporter.items) == 6
+    processor.shutdown()
+
+
 def test_huge_items_beyond_the_byte_bound_are_dropped_with_a_reason() -> None:
     exporter = RecordingExporter()
     processor = ScheduledSpanProcessor(exporter, max_queue_bytes=4096)

@@ -825,7 +825,7 @@ class Pipeline:
         # Wake for a full batch (or _INTAKE_BATCH items) when a job could go; otherwise classify in chunks
         # (admission still matters).
         if not self._may_dispatch(now):
-            self._wake_after = self._intake_cap // 8
+            self._wake_after = min(_INTAKE_BATCH, self._intake_cap // 8)
         elif self.queues.count:
             self._wake_after = min(_INTAKE_BATCH, max(0, self.former.max_items - self.queues.count - 1))
         else:
@@ -1028,8 +1028,10 @@ class Pipeline:
                 candidates.append((job.started_at or now) + self._timeout)
         for request in self._pending:
             candidates.append(request.deadline)
-        if self.config.resource_aware and (self.queues.count or self._intake):
-            candidates.append(now + TICK)  # holding items: keep the process-wide decisions fresh
+        if self._wake_after or (self.config.resource_aware and (self.queues.count or self._intake)):
+            # An arrival below _wake_after does not wake us: bound how long it waits unclassified
+            # (and, holding items, keep the process-wide decisions fresh).
+            candidates.append(now + TICK)
         if not candidates:
             return None
         return max(min(candidates) - now, 0.0) + 0.0005
