@@ -12,7 +12,7 @@ never stalls the queue.
 from __future__ import annotations
 
 from ._policies import Policy
-from ._queues import QueueSet
+from ._queues import QueueSet, SubQueue
 from ._task import Task
 
 __all__ = ["BatchFormer"]
@@ -60,36 +60,54 @@ class BatchFormer:
     def form(self, queues: QueueSet, policy: Policy, now: float) -> list[Task]:
         """The next batch, in the policy's order.
 
-        Runs: one decision serves as many head tasks of the chosen sub-queue as the policy
-        says it would have chosen one by one (:meth:`Policy.run_limit`), so a decision costs
-        per run, not per task.  ``runs`` is left holding (priority, tenant, tasks, bytes) per run.
+        Runs: when the policy picks the same sub-queue twice in a row, one decision serves as
+        many of its head tasks as the policy says it would have chosen one by one
+        (:meth:`Policy.run_limit`), so a backlogged tenant costs a decision per run, not per
+        task, while interleaved tenants pay nothing for it.  ``runs`` is left holding
+        (priority, tenant, tasks, bytes) per run.
         """
         batch: list[Task] = []
         runs: list[tuple[int, str, int, int]] = []
         nbytes = 0
         max_items, max_bytes = self.max_items, self.max_bytes
+        last: SubQueue | None = None
         while len(batch) < max_items:
             sq = policy.select(now)
             if sq is None:
                 break
-            limit, credit = policy.run_limit(sq, now, max_items - len(batch))
-            room = min(max_bytes - nbytes, credit)
-            n = size = 0
-            for task in sq.tasks:
-                cost = task.cost
-                if n >= limit or size + cost > room:
-                    break
-                n += 1
-                size += cost
-            if not n:
-                if batch:  # the head does not fit in what is left of this batch
-                    break
-                n, size = 1, sq.tasks[0].cost  # oversized: it goes alone rather than stall the queue
-            run = queues.take(sq, n, size)
-            policy.served_run(sq, run, size, now)
-            batch.extend(run)
-            runs.append((sq.priority, sq.tenant, n, size))
-            nbytes += size
+            head_cost = sq.tasks[0].cost
+            if batch and nbytes + head_cost > max_bytes:  # the head does not fit in what is left
+                break
+            if sq is not last:  # tenants interleave more often than not: a first pick is one task
+                last = sq
+                single = True
+            else:  # chosen twice in a row: ask how long a run it gets
+                limit, credit = policy.run_limit(sq, now, max_items - len(batch))
+                room: float = max_bytes - nbytes
+                if credit < room:
+                    room = credit
+                single = limit == 1 or head_cost >= room
+            if single:
+                # A run of one (tenants interleaved, or the head fills the room; alone when it is
+                # oversized, rather than stall the queue): as cheap as the per-task path.
+                task = queues.pop_head(sq)
+                policy.served(sq, task, now)
+                batch.append(task)
+                runs.append((sq.priority, sq.tenant, 1, head_cost))
+                nbytes += head_cost
+            else:
+                n = size = 0
+                for task in sq.tasks:
+                    cost = task.cost
+                    if n >= limit or size + cost > room:
+                        break
+                    n += 1
+                    size += cost
+                run = queues.take(sq, n, size)
+                policy.served_run(sq, run, size, now)
+                batch.extend(run)
+                runs.append((sq.priority, sq.tenant, n, size))
+                nbytes += size
             if nbytes >= max_bytes:
                 break
         self._window_start = now if queues.count else None

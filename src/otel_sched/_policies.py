@@ -23,6 +23,7 @@ priority_fair   priority classes with aging, DRR over tenants inside    O(K) amo
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 from abc import ABC, abstractmethod
 from collections import deque
@@ -127,16 +128,23 @@ class _HeadHeap:
         and leaves the heap as it was, so a run of such heads is the per-task order.
         """
         heap = self._heap
-        if len(heap) == 1:
+        size = len(heap)
+        if size == 1:
             return room
-        runner_up = heap[1][:2] if len(heap) == 2 else min(heap[1][:2], heap[2][:2])
+        tasks = sq.tasks
+        if room < 2 or len(tasks) < 2:
+            return 1
+        # Entries compare by (key, seq) and seqs are unique: the sub-queue itself is never compared.
+        runner = heap[1] if size == 2 or heap[1] < heap[2] else heap[2]
+        runner_key, runner_seq = runner[0], runner[1]
         key = self._key
-        n = 0
-        for task in sq.tasks:
-            if n >= room or (key(task), task.seq) >= runner_up:
+        n = 1
+        for task in itertools.islice(tasks, 1, room):
+            k = key(task)
+            if k > runner_key or (k == runner_key and task.seq > runner_seq):
                 break
             n += 1
-        return max(n, 1)
+        return n
 
 
 class _Flow:
