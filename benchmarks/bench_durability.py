@@ -28,8 +28,9 @@ nothing on disk: a kill loses everything it holds, so it is not run here.  (b) r
 child processes while (a) is under way: it checks what survives a kill, not speed.
 
 (c) *overhead*: CPU per exported span through OTLP/HTTP to a local receiver, app at
-2,000 spans/s (as ``bench_cpu_per_span.py``: process CPU minus an app-alone run, receiver
-threads apart), otel-sched with the spool on vs off while the collector is healthy
+2,000 spans/s (process CPU minus an app-alone run, the receiver's threads measured apart:
+the in-process method ``bench_cpu_per_span.py`` used before it moved to child processes),
+otel-sched with the spool on vs off while the collector is healthy
 (nothing should go to disk); stock for scale.  5 s per run, 3 rounds of (app alone, then
 stock, spool off, spool on; the three in reverse order every other round), the median
 round by the on/off ratio.  ``--quick``: one round of 1.2 s runs, a smoke check only: the
