@@ -33,6 +33,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable, Sequence
+from operator import attrgetter
 from typing import Any
 from urllib.parse import urlparse
 
@@ -262,18 +263,34 @@ class FastPath:
             _logger.exception("Exporter %s raised in shutdown()", type(self.exporter).__name__)
 
 
+_envelope_of = attrgetter("envelope")
+_encoded_of = attrgetter("encoded")
+
+
 def assemble_tasks(assemble: Callable[[Any], bytes], batch: Sequence[Any]) -> bytes:
     """One OTLP request from pre-encoded tasks, grouped under their resource/scope envelopes."""
+    encoded = list(map(_encoded_of, batch))
+    pairs = list(map(_envelope_of, batch))
+    # The envelope pairs are cached objects: one pair for the whole batch (the usual case: one
+    # resource, one scope) is a single group, found and filled without a Python-level loop.
+    if pairs and pairs.count(pairs[0]) == len(pairs):
+        renv, senv = pairs[0]
+        return assemble([(renv, [(senv, encoded)])])
     resources: dict[Any, tuple[Any, dict[Any, tuple[Any, list[bytes]]]]] = {}
-    for task in batch:
-        renv, senv = task.envelope
-        entry = resources.get(renv.key)
-        if entry is None:
-            entry = resources[renv.key] = (renv, {})
-        scope = entry[1].get(senv.key)
-        if scope is None:
-            scope = entry[1][senv.key] = (senv, [])
-        scope[1].append(task.encoded)
+    last: Any = None
+    bucket: list[bytes] = []
+    for pair, data in zip(pairs, encoded, strict=True):
+        if pair is not last:
+            renv, senv = pair
+            entry = resources.get(renv.key)
+            if entry is None:
+                entry = resources[renv.key] = (renv, {})
+            scope = entry[1].get(senv.key)
+            if scope is None:
+                scope = entry[1][senv.key] = (senv, [])
+            bucket = scope[1]
+            last = pair
+        bucket.append(data)
     return assemble([(renv, list(scopes.values())) for renv, scopes in resources.values()])
 
 
