@@ -334,3 +334,31 @@ def test_a_hanging_async_export_is_cancelled_at_its_timeout() -> None:
     assert processor.force_flush(10_000)
     assert [s.name for s in exporter.items] == ["after0", "after1", "after2"]
     processor.shutdown()
+
+
+def test_the_schedulers_bell_wakes_once_per_ring_and_across_threads() -> None:
+    from otel_sched._pipeline import _Bell
+
+    bell = _Bell()
+    assert bell.wait(0) is False  # not rung
+    bell.ring()
+    bell.ring()  # rings before a wait coalesce
+    assert bell.wait(0) is True
+    assert bell.wait(0) is False
+    bell.ring()
+    bell.clear()  # forgets the ring
+    assert bell.wait(0) is False
+
+    woke: list[bool] = []
+    waiting = threading.Event()
+
+    def sleeper() -> None:
+        waiting.set()
+        woke.append(bell.wait(60))
+
+    t = threading.Thread(target=sleeper)
+    t.start()
+    assert waiting.wait(10)
+    bell.ring()  # before or during its wait: either way it ends it
+    t.join(10)
+    assert woke == [True]

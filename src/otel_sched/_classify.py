@@ -217,6 +217,46 @@ class Classifier:
             self._seq,
         )
 
+    def encoding_classifier(
+        self, encode: Callable[[Any], bytes], envelopes: Callable[[Any], Any]
+    ) -> Callable[[Any, float], Task]:
+        """:meth:`classify` and the pre-encoded path's encoding, fused into one call per item.
+
+        The task returned holds the item's OTLP bytes, its (resource, scope) envelopes and its
+        exact cost (the encoded size plus the field header around it), not the item.  What
+        ``encode`` or ``envelopes`` raise propagates before anything is counted; :meth:`classify`
+        then builds the task that records the drop.
+        """
+        priority_of, trace_id_of, tenant_of = self._priority_of, self._trace_id, self._tenant_of
+        max_age = self._max_age
+        marked_traces = _MARKED  # mutated in place, never rebound
+
+        def classify_encoded(item: Any, now: float) -> Task:
+            priority = int(priority_of(item))
+            trace_id = trace_id_of(item)
+            if trace_id and marked_traces:
+                marked = marked_traces.get(trace_id)
+                if marked is not None and marked > priority:
+                    priority = marked
+            encoded = encode(item)
+            envelope = envelopes(item)
+            self._seq += 1
+            return Task(
+                None,
+                priority,
+                tenant_of(item),
+                len(encoded) + 4,
+                trace_id,
+                now,
+                now + max_age[priority],
+                self._seq,
+                encoded,
+                0,
+                envelope,
+            )
+
+        return classify_encoded
+
     @property
     def last_seq(self) -> int:
         return self._seq

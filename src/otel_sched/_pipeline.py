@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import itertools
 import logging
 import math
@@ -73,12 +74,11 @@ _MIN_PRIORITY = {MemoryLevel.NORMAL: 0, MemoryLevel.SOFT: 1, MemoryLevel.HARD: 2
 _TUNE_EVERY = 8  # successful exports between self-tuning decisions
 _TASK_OVERHEAD = 256  # a Task, its bytes object's header and its queue slot
 _RAW_OVERHEAD = {Signal.TRACES: 3072, Signal.LOGS: 1024}  # an SDK span / log record around its payload
-# Raw SDK items waiting in the intake before the scheduler is woken (when a batch could go).  Waiting
-# for a whole batch kept hundreds of spans (~15 GC-tracked objects each) alive past the collector's
-# young-generation threshold: they were promoted, and the application thread paid for gen1/gen2
-# collections over them.  Classified and encoded in small chunks, they die young.
-_INTAKE_BATCH = 64
-_COORDINATE_EVERY = 0.01  # seconds between reports to the process-wide level (its TICK is 0.25)
+_COORDINATE_EVERY = 0.125  # seconds between reports to the process-wide level (its TICK is 0.25)
+# ...or sooner, once the bytes held have grown this much (at least) since the last report: a rise
+# towards the next memory level is reported at once, a steady state costs no locks per step.
+_REPORT_STEP = 256 * 1024
+_MALFORMED = "otel-sched could not classify a %s item; dropping it"
 _MEMBERS = itertools.count(1)  # names pipelines in the process-wide level
 # Reasons for which a pre-encoded item goes to the spool (when there is one) instead of being lost.
 _SPOOLABLE: frozenset[str] = frozenset(
@@ -108,6 +108,38 @@ class _Nested:
         self.depth = depth
 
 
+class _Bell:
+    """Wakes the scheduler: :meth:`ring` from any thread, :meth:`wait` on the scheduler thread only.
+
+    A binary semaphore on a raw lock (locked: not rung).  Both sides are one C call; an Event is
+    a Condition's Python code on each side, and one side is the application thread.
+
+    Guarantees: a ring before or during a ``wait`` ends it; rings before a ``wait`` coalesce into
+    one; :meth:`clear` forgets a ring not yet waited for.
+    """
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def ring(self) -> None:
+        try:  # noqa: SIM105 - contextlib.suppress costs a context manager on the application thread
+            self._lock.release()
+        except RuntimeError:  # released already: rung and not yet waited for
+            pass
+
+    def wait(self, timeout: float | None) -> bool:
+        """True if rung (consuming the ring), False once ``timeout`` seconds (None: no limit) pass."""
+        if timeout is None:
+            return self._lock.acquire()
+        return self._lock.acquire(timeout=min(timeout, threading.TIMEOUT_MAX))
+
+    def clear(self) -> None:
+        self._lock.acquire(blocking=False)
+
+
 class _Request:
     """force_flush or shutdown, answered by the scheduler thread through ``done``."""
 
@@ -119,6 +151,20 @@ class _Request:
         self.done = threading.Event()
         self.ok = False
         self.target: int | None = None  # highest task seq the request covers, once known
+
+
+def _intake_batch() -> int:
+    """Raw items let wait in the intake before the scheduler is woken (when a batch could go).
+
+    A raw SDK span is a dozen or more GC-tracked objects, alive until it is classified.  Once the
+    young generation's threshold of them (``gc.get_threshold()[0]``, 700 by default) piles up, the
+    allocating thread -- the application's -- collects them and promotes the survivors, which older
+    collections then traverse again.  Woken every 1/20 of the threshold, the scheduler frees them
+    first: they die young.  With the collector off only the cost of a wake-up counts.
+    """
+    if not gc.isenabled():
+        return 256
+    return max(8, min(256, gc.get_threshold()[0] // 20))
 
 
 def _readable_log(record: Any) -> Any:
@@ -206,10 +252,11 @@ class Pipeline:
         self._completions: deque[tuple[Lane, Job, Outcome, float]] = deque()
         self._requests: deque[_Request] = deque()
         self._pending: list[_Request] = []
-        self._wake = threading.Event()
+        self._wake = _Bell()
         self._sleeping = False
         # An append to an intake already holding this many items wakes the scheduler.
         self._wake_after = 0
+        self._intake_batch = _intake_batch()
         self._in_flight = 0  # items in jobs that were submitted and have not completed or timed out
         self._jobs_in_flight = 0
         self._retries: deque[Job] = deque()
@@ -220,6 +267,7 @@ class Pipeline:
         self._share_bytes = 0
         self._contended = False  # another pipeline of the process is backlogged too
         self._coordinate_at = -math.inf
+        self._report_above = 0  # held bytes at which to report before _coordinate_at
         self._turn_allowance = float(cfg.max_export_batch_bytes)
         self._base_intake_cap = self._intake_cap
         self._tuner = (
@@ -241,6 +289,9 @@ class Pipeline:
         self._build_pool(prefix)
         if self._fast:
             self.classifier.use_exact_cost()
+            self._classify_encoded = self.classifier.encoding_classifier(self._encode, self._envelopes)
+            # Resolved once: the scheduler's per-item loop has no fast-path branch.
+            self._drain_intake = self._drain_encoded  # type: ignore[method-assign]
         self._open_spool()
         self._thread = threading.Thread(target=self._run, name=f"{prefix}-scheduler", daemon=True)
         self._thread.start()
@@ -373,16 +424,23 @@ class Pipeline:
         )
 
     def _coordinate(self, now: float) -> None:
+        self._intake_batch = _intake_batch()  # the application may tune or stop the collector
         active = self.queues.count >= self.former.max_items or self._jobs_in_flight > 0
         ready = self.former.due(self.queues, now) and self._may_dispatch(now, turns=False)
-        member = coordinator().refresh(self, self._held_bytes(), active, now, ready, self._jobs_in_flight)
-        if member is None or not self.config.resource_aware:
+        held = self._held_bytes()
+        coord = coordinator()
+        member = coord.refresh(self, held, active, now, ready, self._jobs_in_flight)
+        if member is None:
+            self._report_above = 1 << 62
             return
-        self._contended = coordinator().contended(self)
-        self._lane_cap = coordinator().lane_cap(self, self.pool.live_lanes())
+        self._report_above = held + max(_REPORT_STEP, member.share_bytes // 64)
+        if not self.config.resource_aware:
+            return
+        self._contended = coord.contended(self)
+        self._lane_cap = coord.lane_cap(self, self.pool.live_lanes())
         self._share_bytes = member.share_bytes
-        if coordinator().batch_factor != self._batch_factor:
-            self._batch_factor = coordinator().batch_factor
+        if coord.batch_factor != self._batch_factor:
+            self._batch_factor = coord.batch_factor
             self._shape_batches()
         level = member.level
         if level is self._level:
@@ -463,7 +521,7 @@ class Pipeline:
             intake.append(item)
             if n >= self._wake_after and self._sleeping:
                 self._sleeping = False
-                self._wake.set()
+                self._wake.ring()
         else:
             next(self.stats.app_drops["intake_full"])
 
@@ -488,7 +546,7 @@ class Pipeline:
         timeout = self.config.export_timeout_millis / 1000.0 if timeout_s is None else timeout_s
         request = _Request("flush", time.monotonic() + max(timeout, 0.0))
         self._requests.append(request)
-        self._wake.set()
+        self._wake.ring()
         if threading.current_thread() is self._thread:
             return False  # called from inside the pipeline: waiting on ourselves would deadlock
         request.done.wait(max(timeout, 0.0))
@@ -509,7 +567,7 @@ class Pipeline:
         self._shutdown = True
         request = _Request("shutdown", deadline)
         self._requests.append(request)
-        self._wake.set()
+        self._wake.ring()
         if threading.current_thread() is not self._thread:
             self._thread.join(max(deadline - time.monotonic(), 0.0))
         self._shutdown_exporters(deadline)
@@ -524,7 +582,7 @@ class Pipeline:
         self._requests.append(
             _Request("close", time.monotonic() + self.config.shutdown_timeout_millis / 1000)
         )
-        self._wake.set()
+        self._wake.ring()
 
     def _shutdown_exporters(self, deadline: float) -> None:
         self.pool.shutdown_exporters(deadline)
@@ -535,15 +593,14 @@ class Pipeline:
 
     def _lane_done(self, lane: Lane, job: Job, outcome: Outcome, seconds: float) -> None:
         self._completions.append((lane, job, outcome, seconds))
-        self._wake.set()
+        self._wake.ring()
 
     def _run(self) -> None:
         register_thread()
         try:
             while True:
-                now = time.monotonic()
-                timeout = self._next_timeout(now)
                 if len(self._intake) <= self._wake_after and not self._completions and not self._requests:
+                    timeout = self._next_timeout(time.monotonic())
                     self._sleeping = True
                     if len(self._intake) <= self._wake_after:  # re-check: an offer may have missed the flag
                         self._wake.wait(timeout)
@@ -559,7 +616,7 @@ class Pipeline:
 
     def _step(self, now: float) -> bool:
         """One scheduler iteration; True when the pipeline has finished shutting down."""
-        if now >= self._coordinate_at or self._requests:
+        if now >= self._coordinate_at or self._requests or self._held_bytes() >= self._report_above:
             # The process-wide decisions change every TICK; reporting much more often only costs locks.
             self._coordinate_at = now + _COORDINATE_EVERY
             self._coordinate(now)
@@ -588,13 +645,12 @@ class Pipeline:
                 self.metrics.dropped_unclassified(reason, delta)
 
     def _drain_intake(self, now: float, limit: int | None) -> None:
+        """Classify and admit up to ``limit`` intake items (the standard path: the item is exported)."""
         intake = self._intake
         classify = self.classifier.classify
         admit = self.admission.admit
         queues = self.queues
         prepare = self._prepare
-        fast, encode, envelopes = self._fast, self._encode, self._envelopes
-        max_request = self.config.max_export_batch_bytes
         min_priority = _MIN_PRIORITY[self._level]
         drops: list[tuple[Task, str]] = []
         n = 0
@@ -607,26 +663,13 @@ class Pipeline:
             try:
                 task = classify(prepare(raw), now)
             except Exception:  # one malformed item must not stop the pipeline
-                _logger.exception("otel-sched could not classify a %s item; dropping it", self.signal.value)
+                _logger.exception(_MALFORMED, self.signal.value)
                 self.stats.dropped["malformed"] += 1
                 continue
             task.depth = depth
             if task.priority < min_priority:
                 drops.append((task, "memory_pressure"))
                 continue
-            if fast:
-                try:
-                    task.encoded = encode(task.item)
-                    task.envelope = envelopes(task.item)
-                except EncodingError as exc:
-                    self._encode_failed(task, exc)
-                    continue
-                # Exact cost from here on; the item itself is no longer needed: memory follows bytes.
-                task.cost = len(task.encoded) + 4
-                task.item = None
-                if task.cost > max_request:
-                    drops.append((task, "item_too_large"))
-                    continue
             dropped = admit(task, queues)
             if dropped:
                 drops.extend(dropped)
@@ -634,6 +677,69 @@ class Pipeline:
             self.former.note_arrival(now)
         if drops:
             self._drop(drops)
+
+    def _drain_encoded(self, now: float, limit: int | None) -> None:
+        """:meth:`_drain_intake` on the pre-encoded path: each item is classified and encoded in one
+        call, and admitted with the consecutive arrivals of its class and tenant (``admit_runs``)."""
+        intake = self._intake
+        classify = self._classify_encoded
+        prepare = self._prepare
+        max_request = self.config.max_export_batch_bytes
+        min_priority = _MIN_PRIORITY[self._level]
+        drops: list[tuple[Task, str]] = []
+        runs: list[list[Task]] = []
+        run: list[Task] = []
+        last_priority, last_tenant = -1, ""
+        n = 0
+        while intake and (limit is None or n < limit):
+            raw = intake.popleft()
+            n += 1
+            depth = 0
+            if type(raw) is _Nested:
+                depth, raw = raw.depth, raw.item
+            item = None
+            try:
+                item = prepare(raw)
+                task = classify(item, now)
+            except EncodingError as exc:
+                self._encode_failed_item(item, now, exc)
+                continue
+            except Exception:  # one malformed item must not stop the pipeline
+                _logger.exception(_MALFORMED, self.signal.value)
+                self.stats.dropped["malformed"] += 1
+                continue
+            if depth:
+                task.depth = depth
+            priority = task.priority
+            if priority < min_priority:
+                drops.append((task, "memory_pressure"))
+                continue
+            if task.cost > max_request:
+                drops.append((task, "item_too_large"))
+                continue
+            if priority == last_priority and task.tenant == last_tenant:
+                run.append(task)
+            else:
+                run = [task]
+                runs.append(run)
+                last_priority, last_tenant = priority, task.tenant
+        if runs:
+            dropped = self.admission.admit_runs(runs, self.queues)
+            if dropped:
+                drops.extend(dropped)
+        if n:
+            self.former.note_arrival(now)
+        if drops:
+            self._drop(drops)
+
+    def _encode_failed_item(self, item: Any, now: float, exc: EncodingError) -> None:
+        try:
+            task = self.classifier.classify(item, now)
+        except Exception:  # not seen when encoding it: classify() itself fails (a hostile item)
+            _logger.exception(_MALFORMED, self.signal.value)
+            self.stats.dropped["malformed"] += 1
+            return
+        self._encode_failed(task, exc)
 
     def _encode_failed(self, task: Task, exc: EncodingError) -> None:
         if self.stats.dropped["encode_error"] == 0:
@@ -780,7 +886,11 @@ class Pipeline:
 
     def _dispatch(self, now: float) -> None:
         flushing = bool(self._pending)
-        while self._may_dispatch(now):
+        while True:
+            # Left by a break below with True: nothing was submitted since, so it still holds.
+            may = self._may_dispatch(now)
+            if not may:
+                break
             if self._retries:
                 job = self._retries[0]
                 endpoint = self.router.pick(now, job.tried)
@@ -822,12 +932,12 @@ class Pipeline:
             self.pool.submit(job, self.pool.lane_for(endpoint))
         if self.spool is not None and self.modes.mode is Mode.DEGRADED:
             self._spool_queue(now)
-        # Wake for a full batch (or _INTAKE_BATCH items) when a job could go; otherwise classify in chunks
+        # Wake for a full batch (or _intake_batch items) when a job could go; otherwise classify in chunks
         # (admission still matters).
-        if not self._may_dispatch(now):
-            self._wake_after = min(_INTAKE_BATCH, self._intake_cap // 8)
+        if not may:
+            self._wake_after = min(self._intake_batch, self._intake_cap // 8)
         elif self.queues.count:
-            self._wake_after = min(_INTAKE_BATCH, max(0, self.former.max_items - self.queues.count - 1))
+            self._wake_after = min(self._intake_batch, max(0, self.former.max_items - self.queues.count - 1))
         else:
             self._wake_after = 0
 
@@ -920,6 +1030,8 @@ class Pipeline:
             self._drop([(t, reason) for t in batch])
 
     def _check_hung(self, now: float) -> None:
+        if not self._jobs_in_flight:  # nothing running that is not already counted as timed out
+            return
         for job in self.pool.running():
             if job.timed_out or now - job.started_at <= self._timeout:
                 continue
@@ -1023,9 +1135,10 @@ class Pipeline:
             for t in (self.controller.paused_until, self.modes.next_probe, self.router.next_reopen()):
                 if t is not None and t > now:
                     candidates.append(t)
-        for job in self.pool.pending():  # a job not yet taken by its lane will start about now
-            if not job.timed_out:
-                candidates.append((job.started_at or now) + self._timeout)
+        if self._jobs_in_flight:
+            for job in self.pool.pending():  # a job not yet taken by its lane will start about now
+                if not job.timed_out:
+                    candidates.append((job.started_at or now) + self._timeout)
         for request in self._pending:
             candidates.append(request.deadline)
         if self._wake_after or (self.config.resource_aware and (self.queues.count or self._intake)):

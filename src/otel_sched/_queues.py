@@ -101,6 +101,24 @@ class QueueSet:
             self._on_activate(sq)
         return sq
 
+    def push_run(self, tasks: list[Task], nbytes: int) -> None:
+        """:meth:`push` each of ``tasks`` (consecutive arrivals of one class and tenant, whose costs
+        sum to ``nbytes``): the same sub-queue, order and activation, accounted once."""
+        if self._cost_buckets:  # the bucket follows each task's cost
+            for task in tasks:
+                self.push(task)
+            return
+        first = tasks[0]
+        key = (first.priority, first.tenant, 0)
+        sq = self._subqueues.get(key)
+        if sq is None:
+            sq = self._subqueues[key] = SubQueue(key, self._weight_of(first.tenant))
+        was_empty = not sq.tasks
+        sq.tasks.extend(tasks)
+        self._account(sq, len(tasks), nbytes)
+        if was_empty:
+            self._on_activate(sq)
+
     def pop_head(self, sq: SubQueue) -> Task:
         task = sq.tasks.popleft()
         self._account(sq, -1, -task.cost)

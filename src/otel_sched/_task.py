@@ -50,7 +50,8 @@ class Task:
     Invariants:
       * ``cost`` >= 1 (bytes, estimated or exact once encoded);
       * ``seq`` is unique and increasing per pipeline, so it orders arrival;
-      * ``item`` is ``None`` only after the task has left the pipeline.
+      * ``item`` is ``None`` once the task has left the pipeline, and from the start on the
+        pre-encoded path, where ``encoded`` and ``envelope`` stand for it.
     """
 
     __slots__ = (
@@ -79,6 +80,7 @@ class Task:
         seq: int,
         encoded: bytes | None = None,
         depth: int = 0,
+        envelope: Any = None,
     ) -> None:
         self.item = item
         self.priority = priority
@@ -89,7 +91,7 @@ class Task:
         self.deadline = deadline
         self.seq = seq
         self.encoded = encoded  # the item's own OTLP message bytes, on the pre-encoded fast path
-        self.envelope: Any = None  # its (resource, scope) envelopes, on the fast path
+        self.envelope: Any = envelope  # its (resource, scope) envelopes, on the fast path
         self.depth = depth  # > 0: produced while the pipeline was exporting (recursion control)
 
     def __repr__(self) -> str:

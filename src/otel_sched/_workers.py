@@ -278,6 +278,8 @@ class LanePool:
         if asynchronous:
             self._start_loop()
         self.lanes: list[Lane] = []
+        # Lanes not retired.  A replacement retires one lane and adds one, so it only changes here.
+        self._live = sum(lanes_per_endpoint)
         for endpoint, count in enumerate(lanes_per_endpoint):
             for k in range(count):
                 exporter = first if not self.lanes else make_exporter(endpoint)
@@ -359,7 +361,7 @@ class LanePool:
             self._loop.call_soon_threadsafe(self._kick_async)
 
     def live_lanes(self) -> int:
-        return sum(1 for lane in self.lanes if not lane.retired)
+        return self._live
 
     def waiting(self) -> int:
         with self.cond:
