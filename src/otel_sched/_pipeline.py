@@ -257,6 +257,7 @@ class Pipeline:
         # An append to an intake already holding this many items wakes the scheduler.
         self._wake_after = 0
         self._intake_batch = _intake_batch()
+        self._dispatchable = False  # the last dispatch could have started a job
         self._in_flight = 0  # items in jobs that were submitted and have not completed or timed out
         self._jobs_in_flight = 0
         self._retries: deque[Job] = deque()
@@ -598,15 +599,23 @@ class Pipeline:
     def _run(self) -> None:
         register_thread()
         try:
+            due = -math.inf  # when the full step's time-based work is next due (from _next_timeout)
             while True:
                 if len(self._intake) <= self._wake_after and not self._completions and not self._requests:
-                    timeout = self._next_timeout(time.monotonic())
+                    now = time.monotonic()
+                    if now >= due:
+                        timeout = self._next_timeout(now)
+                        due = math.inf if timeout is None else now + timeout
                     self._sleeping = True
                     if len(self._intake) <= self._wake_after:  # re-check: an offer may have missed the flag
-                        self._wake.wait(timeout)
+                        self._wake.wait(None if due == math.inf else due - now)
                     self._sleeping = False
                 self._wake.clear()
-                if self._step(time.monotonic()):
+                now = time.monotonic()
+                if now < due and self._light_step(now):
+                    continue
+                due = -math.inf
+                if self._step(now):
                     return
         except Exception:  # pragma: no cover - a bug here must be loud, not a silent dead pipeline
             _logger.exception("otel-sched scheduler thread crashed; items will be dropped from now on")
@@ -635,6 +644,30 @@ class Pipeline:
         self._check_hung(now)
         self._dispatch(now)
         return self._settle_requests(now)
+
+    def _light_step(self, now: float) -> bool:
+        """Woken by the intake alone, before any time-based work is due: classify and admit, and
+        sleep again unless a batch is now due.  False: the full :meth:`_step` is needed.
+
+        Most wake-ups are these (every ``_intake_batch`` items, a batch every ``max_items``); the
+        full step's dispatch, timeout and coordination work would be paid on each, on cold caches.
+        Only with items queued before: then the next batch's due time, which is in ``due``, is
+        not moved earlier by newer arrivals.
+        """
+        if (
+            self._completions
+            or self._requests
+            or self._retries
+            or not self.queues.count
+            or now >= self._coordinate_at
+        ):
+            return False
+        self._drain_intake(now, _CHUNK)
+        if self.former.due(self.queues, now) or self._held_bytes() >= self._report_above:
+            return False
+        if self._dispatchable:
+            self._wake_after = min(self._intake_batch, max(0, self.former.max_items - self.queues.count - 1))
+        return True
 
     def _report_app_drops(self) -> None:
         """The application thread only counts its drops; the metrics are recorded from here."""
@@ -934,6 +967,7 @@ class Pipeline:
             self._spool_queue(now)
         # Wake for a full batch (or _intake_batch items) when a job could go; otherwise classify in chunks
         # (admission still matters).
+        self._dispatchable = may
         if not may:
             self._wake_after = min(self._intake_batch, self._intake_cap // 8)
         elif self.queues.count:
