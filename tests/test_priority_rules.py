@@ -383,6 +383,7 @@ def test_span_evaluation(rules: str, span_args: dict[str, Any], expected: Priori
     classifier = compile_rules(rules, "traces")
     span = make_span(**span_args)
     assert classifier(span) is expected
+    assert classifier.function()(span) == int(expected)  # what the scheduler calls
     assert classifier.errors == 0
 
 
@@ -530,6 +531,23 @@ def test_bad_callable_results_are_counted(result: Any) -> None:
     assert classifier(make_span()) is LOW
     assert classifier(make_span(status=StatusCode.ERROR)) is HIGH
     assert classifier.errors == 2
+
+
+@pytest.mark.parametrize("rules", [[], ["status == error -> high"], ["name == a -> low", "* -> high"]])
+def test_the_function_form_counts_errors_as_the_classifier_does(rules: list[Any]) -> None:
+    def broken(item: Any) -> PriorityClass:
+        raise RuntimeError("boom")
+
+    classifier = compile_rules([broken, *rules], "traces", include_defaults=False, default=LOW)
+    function = classifier.function()
+    for item in (make_span("a"), make_span("b", status=StatusCode.ERROR), None):
+        before = classifier.errors
+        got = function(item)
+        by_function = classifier.errors - before
+        assert got == int(classifier(item))
+        assert classifier.errors - before == 2 * by_function >= 2  # the broken rule at least, alike
+    duck = SimpleNamespace(status=SimpleNamespace(status_code=StatusCode.ERROR), name="x")
+    assert compile_rules(None, "traces").function()(duck) == int(HIGH)  # not a ReadableSpan: properties
 
 
 def test_evaluation_never_raises_on_odd_items() -> None:

@@ -20,6 +20,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanContext
+
 from ._boost import _MARKED
 from ._task import Signal, Task
 
@@ -267,8 +270,11 @@ def _unit_cost(item: Any) -> int:
 
 
 def _span_trace_id(span: Any) -> int:
-    context = span.context
-    return context.trace_id if context is not None else 0
+    # ReadableSpan.context and SpanContext.trace_id are properties over a field and a tuple slot.
+    context = span._context if span.__class__ is ReadableSpan else span.context
+    if context is None:
+        return 0
+    return context[0] if context.__class__ is SpanContext else context.trace_id
 
 
 def _log_trace_id(record: Any) -> int:

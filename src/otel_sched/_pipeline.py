@@ -232,7 +232,11 @@ class Pipeline:
         )
         self.tenants = TenantRegistry(cfg.max_tenants, lambda t: t not in self.queues.tenant_count)
         self.classifier = Classifier(
-            cfg.signal, self._priority_of, cfg.tenant_key, self.tenants, deadline_for(cfg.max_age_millis)
+            cfg.signal,
+            self._priority_of.function(),
+            cfg.tenant_key,
+            self.tenants,
+            deadline_for(cfg.max_age_millis),
         )
         self.stats = Stats(cfg.max_tenants)
         if cfg.signal is Signal.TRACES:

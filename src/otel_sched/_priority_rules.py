@@ -80,7 +80,8 @@ from operator import attrgetter
 from typing import Any, TypeAlias
 
 from opentelemetry.attributes import BoundedAttributes
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from otel_sched._task import PriorityClass, Signal
 
@@ -736,6 +737,19 @@ def _text_predicate(
     return matches
 
 
+_status_code_of = attrgetter("status.status_code")
+
+
+def _span_status_code(item: Any) -> Any:
+    # ReadableSpan.status and Status.status_code are properties returning a field: for the exact
+    # SDK classes (the usual case) the fields are read directly, as the encoder does.
+    if item.__class__ is ReadableSpan:
+        status = item._status
+        if status.__class__ is Status:
+            return status._status_code
+    return _status_code_of(item)
+
+
 def _compile_condition(condition: Condition, signal: Signal) -> _Predicate | None:
     """A predicate for the condition, or None if it can never hold for ``signal``."""
     field, op, values = condition.field, condition.op, condition.values
@@ -750,7 +764,7 @@ def _compile_condition(condition: Condition, signal: Signal) -> _Predicate | Non
     if base == "resource":
         return _attr_predicate(_resource_attributes, key, op, values)
     if base == "status":
-        return _enum_predicate(attrgetter("status.status_code"), op, tuple(_STATUS[v] for v in values))
+        return _enum_predicate(_span_status_code, op, tuple(_STATUS[v] for v in values))
     if base == "kind":
         return _enum_predicate(attrgetter("kind"), op, tuple(_KIND[v] for v in values))
     if base == "severity":
@@ -839,6 +853,35 @@ class PriorityClassifier:
             if priority is not None:
                 return priority
         return self.default
+
+    def function(self) -> Callable[[Any], int]:
+        """The classifier as a plain function returning an int, specialised to the rule count.
+
+        Same results and error counting as calling the classifier; the scheduler calls it once
+        per item, so the loop and the ``__call__`` dispatch are left out where they can be.
+        """
+        default = int(self.default)
+        matchers = self._matchers
+        if not matchers:
+            return lambda item: default
+        if len(matchers) > 1:
+            call = self.__call__
+            return lambda item: int(call(item))
+        (match,) = matchers
+
+        def classify_one(item: Any) -> int:
+            try:
+                priority = match(item)
+            except Exception:
+                self.errors += 1
+                if self.errors == 1:
+                    _logger.warning(
+                        "a priority rule raised; treating it as no match (counted in errors)", exc_info=True
+                    )
+                return default
+            return default if priority is None else int(priority)
+
+        return classify_one
 
     def __repr__(self) -> str:
         return (
