@@ -96,13 +96,17 @@ class BatchFormer:
                 runs.append((sq.priority, sq.tenant, 1, head_cost))
                 nbytes += head_cost
             else:
-                n = size = 0
-                for task in sq.tasks:
-                    cost = task.cost
-                    if n >= limit or size + cost > room:
-                        break
-                    n += 1
-                    size += cost
+                tasks = sq.tasks
+                if limit >= len(tasks) and sq.nbytes <= room:  # the whole sub-queue fits (no per-task sum)
+                    n, size = len(tasks), sq.nbytes
+                else:
+                    n = size = 0
+                    for task in tasks:
+                        cost = task.cost
+                        if n >= limit or size + cost > room:
+                            break
+                        n += 1
+                        size += cost
                 run = queues.take(sq, n, size)
                 policy.served_run(sq, run, size, now)
                 batch.extend(run)
