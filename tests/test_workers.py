@@ -362,3 +362,27 @@ def test_the_schedulers_bell_wakes_once_per_ring_and_across_threads() -> None:
     bell.ring()  # before or during its wait: either way it ends it
     t.join(10)
     assert woke == [True]
+
+
+def test_the_intake_wake_threshold_follows_the_collectors_settings() -> None:
+    # Raw spans must be freed before a young collection finds them: the scheduler wakes at a
+    # twentieth of the young generation's threshold, and rarely when the collector is off.
+    import gc
+
+    from otel_sched._pipeline import _intake_batch
+
+    saved, enabled = gc.get_threshold(), gc.isenabled()
+    try:
+        gc.set_threshold(700, *saved[1:])
+        assert _intake_batch() == 35
+        gc.set_threshold(100_000, *saved[1:])
+        assert _intake_batch() == 256
+        gc.set_threshold(0, *saved[1:])
+        assert _intake_batch() == 256
+        gc.set_threshold(700, *saved[1:])
+        gc.disable()
+        assert _intake_batch() == 256
+    finally:
+        gc.set_threshold(*saved)
+        if enabled:
+            gc.enable()

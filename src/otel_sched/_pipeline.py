@@ -162,9 +162,10 @@ def _intake_batch() -> int:
     collections then traverse again.  Woken every 1/20 of the threshold, the scheduler frees them
     first: they die young.  With the collector off only the cost of a wake-up counts.
     """
-    if not gc.isenabled():
+    threshold = gc.get_threshold()[0]
+    if not gc.isenabled() or threshold <= 0:  # a threshold of 0 turns automatic collection off
         return 256
-    return max(8, min(256, gc.get_threshold()[0] // 20))
+    return max(8, min(256, threshold // 20))
 
 
 def _readable_log(record: Any) -> Any:
@@ -292,10 +293,12 @@ class Pipeline:
         self._app_drops_reported: dict[str, int] = {}
         prefix = f"otel-sched-{cfg.signal.value}"
         self._build_pool(prefix)
+        # Resolved once per build (a rebuild after fork included): the per-item loop has no
+        # fast-path branch.
+        self.__dict__.pop("_drain_intake", None)
         if self._fast:
             self.classifier.use_exact_cost()
             self._classify_encoded = self.classifier.encoding_classifier(self._encode, self._envelopes)
-            # Resolved once: the scheduler's per-item loop has no fast-path branch.
             self._drain_intake = self._drain_encoded  # type: ignore[method-assign]
         self._open_spool()
         self._thread = threading.Thread(target=self._run, name=f"{prefix}-scheduler", daemon=True)
