@@ -293,13 +293,13 @@ class Pipeline:
         self._app_drops_reported: dict[str, int] = {}
         prefix = f"otel-sched-{cfg.signal.value}"
         self._build_pool(prefix)
-        # Resolved once per build (a rebuild after fork included): the per-item loop has no
-        # fast-path branch.
-        self.__dict__.pop("_drain_intake", None)
+        # Resolved once per build (after fork too): the per-item loop has no fast-path branch.
+        self._classify_item: Callable[[Any, float], Task] = self.classifier.classify
+        self._max_item = 1 << 62  # a predicted size: admission bounds it by max_queue_bytes
         if self._fast:
             self.classifier.use_exact_cost()
-            self._classify_encoded = self.classifier.encoding_classifier(self._encode, self._envelopes)
-            self._drain_intake = self._drain_encoded  # type: ignore[method-assign]
+            self._classify_item = self.classifier.encoding_classifier(self._encode, self._envelopes)
+            self._max_item = cfg.max_export_batch_bytes  # exact: it must fit in one request
         self._open_spool()
         self._thread = threading.Thread(target=self._run, name=f"{prefix}-scheduler", daemon=True)
         self._thread.start()
@@ -685,46 +685,13 @@ class Pipeline:
                 self.metrics.dropped_unclassified(reason, delta)
 
     def _drain_intake(self, now: float, limit: int | None) -> None:
-        """Classify and admit up to ``limit`` intake items (the standard path: the item is exported)."""
+        """Classify up to ``limit`` intake items (on the pre-encoded path: and encode them, in the
+        same call) and admit them with the consecutive arrivals of their class and tenant, as
+        runs (``Admission.admit_runs``)."""
         intake = self._intake
-        classify = self.classifier.classify
-        admit = self.admission.admit
-        queues = self.queues
+        classify = self._classify_item
         prepare = self._prepare
-        min_priority = _MIN_PRIORITY[self._level]
-        drops: list[tuple[Task, str]] = []
-        n = 0
-        while intake and (limit is None or n < limit):
-            raw = intake.popleft()
-            n += 1
-            depth = 0
-            if type(raw) is _Nested:
-                depth, raw = raw.depth, raw.item
-            try:
-                task = classify(prepare(raw), now)
-            except Exception:  # one malformed item must not stop the pipeline
-                _logger.exception(_MALFORMED, self.signal.value)
-                self.stats.dropped["malformed"] += 1
-                continue
-            task.depth = depth
-            if task.priority < min_priority:
-                drops.append((task, "memory_pressure"))
-                continue
-            dropped = admit(task, queues)
-            if dropped:
-                drops.extend(dropped)
-        if n:
-            self.former.note_arrival(now)
-        if drops:
-            self._drop(drops)
-
-    def _drain_encoded(self, now: float, limit: int | None) -> None:
-        """:meth:`_drain_intake` on the pre-encoded path: each item is classified and encoded in one
-        call, and admitted with the consecutive arrivals of its class and tenant (``admit_runs``)."""
-        intake = self._intake
-        classify = self._classify_encoded
-        prepare = self._prepare
-        max_request = self.config.max_export_batch_bytes
+        max_item = self._max_item
         min_priority = _MIN_PRIORITY[self._level]
         drops: list[tuple[Task, str]] = []
         runs: list[list[Task]] = []
@@ -754,7 +721,7 @@ class Pipeline:
             if priority < min_priority:
                 drops.append((task, "memory_pressure"))
                 continue
-            if task.cost > max_request:
+            if task.cost > max_item:
                 drops.append((task, "item_too_large"))
                 continue
             if priority == last_priority and task.tenant == last_tenant:

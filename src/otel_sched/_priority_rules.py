@@ -842,17 +842,21 @@ class PriorityClassifier:
         for match in self._matchers:
             try:
                 priority = match(item)
-            except Exception:
-                self.errors += 1
-                if self.errors == 1:
-                    # Once only: a broken rule would otherwise log for every item.
-                    _logger.warning(
-                        "a priority rule raised; treating it as no match (counted in errors)", exc_info=True
-                    )
+            except Exception:  # noqa: BLE001 - a rule may raise anything: counted, logged once by _raised
+                self._raised()
                 continue
             if priority is not None:
                 return priority
         return self.default
+
+    def _raised(self) -> None:
+        """Count a rule that raised (called from its ``except``); logs the first one only."""
+        self.errors += 1
+        if self.errors == 1:
+            # Once only: a broken rule would otherwise log for every item.
+            _logger.warning(
+                "a priority rule raised; treating it as no match (counted in errors)", exc_info=True
+            )
 
     def function(self) -> Callable[[Any], int]:
         """The classifier as a plain function returning an int, specialised to the rule count.
@@ -872,12 +876,8 @@ class PriorityClassifier:
         def classify_one(item: Any) -> int:
             try:
                 priority = match(item)
-            except Exception:
-                self.errors += 1
-                if self.errors == 1:
-                    _logger.warning(
-                        "a priority rule raised; treating it as no match (counted in errors)", exc_info=True
-                    )
+            except Exception:  # noqa: BLE001 - as in __call__
+                self._raised()
                 return default
             return default if priority is None else int(priority)
 
