@@ -169,6 +169,26 @@ def test_a_steady_trickle_is_exported_on_the_delay(receiver: OTLPReceiver, fast_
     processor.shutdown()
 
 
+def test_a_hanging_export_is_timed_out_under_a_load_that_never_lets_the_scheduler_sleep() -> None:
+    # The scheduler is kept busy classifying the whole time; its hang check must still run.
+    exporter = RecordingExporter()
+    exporter.gate = threading.Event()
+    processor = ScheduledSpanProcessor(
+        exporter,
+        max_export_batch_size=50,
+        max_queue_size=100_000,
+        export_timeout_millis=200,
+        shutdown_timeout_millis=300,
+    )
+    _, tracer = _tracer(processor)
+    deadline = time.monotonic() + 20
+    while not processor.stats()["dropped"].get("export_timeout") and time.monotonic() < deadline:
+        _spans(tracer, 100)  # as fast as the test thread can: the intake never runs dry
+    assert processor.stats()["dropped"].get("export_timeout") == 50
+    exporter.gate.set()
+    processor.shutdown()
+
+
 class _RecordOnly(Sampler):
     def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
         return SamplingResult(Decision.RECORD_ONLY)

@@ -606,16 +606,17 @@ class Pipeline:
     def _run(self) -> None:
         register_thread()
         try:
-            due = -math.inf  # when the full step's time-based work is next due (from _next_timeout)
+            due = -math.inf  # when the full step's time-based work is next due (_next_deadline)
             while True:
+                now = time.monotonic()
+                if now >= due:  # after a full step: also under a load that never lets it sleep
+                    deadline = self._next_deadline(now)
+                    due = math.inf if deadline is None else deadline
                 if len(self._intake) <= self._wake_after and not self._completions and not self._requests:
-                    now = time.monotonic()
-                    if now >= due:
-                        timeout = self._next_timeout(now)
-                        due = math.inf if timeout is None else now + timeout
                     self._sleeping = True
                     if len(self._intake) <= self._wake_after:  # re-check: an offer may have missed the flag
-                        self._wake.wait(None if due == math.inf else due - now)
+                        # A little past the deadline, so that what is due is due when we look.
+                        self._wake.wait(None if due == math.inf else max(due - now, 0.0) + 0.0005)
                     self._sleeping = False
                 self._wake.clear()
                 now = time.monotonic()
@@ -1130,7 +1131,9 @@ class Pipeline:
             )
             self._drop(leftovers)
 
-    def _next_timeout(self, now: float) -> float | None:
+    def _next_deadline(self, now: float) -> float | None:
+        """When the full step next has time-based work (a batch's delay, a hung export, a pause
+        ending, a request's deadline, a TICK); None: nothing but an event can give it work."""
         candidates: list[float] = []
         if self._may_dispatch(now):
             due = self.former.next_due(self.queues)
@@ -1155,7 +1158,7 @@ class Pipeline:
             candidates.append(now + TICK)
         if not candidates:
             return None
-        return max(min(candidates) - now, 0.0) + 0.0005
+        return min(candidates)
 
     # -- introspection -----------------------------------------------------------------------------------
 
