@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Hashable, Sequence
 from typing import Any
 
@@ -23,7 +24,15 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+from opentelemetry.trace import (
+    Link,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+)
 
 from otel_sched import _encoding
 from otel_sched._encoding import (
@@ -33,7 +42,6 @@ from otel_sched._encoding import (
     assemble_traces,
     encode_log,
     encode_logs_request,
-    encode_span,
     encode_spans_request,
     log_envelopes,
     resource_envelope,
@@ -46,6 +54,27 @@ SETTINGS = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+
+
+# Every test here runs against both span encoders: the compiled one (where it was built;
+# required under CI=true, where a compiler is installed) and the pure-Python one.  A test
+# marked ``python_encoder_caches`` is about the Python encoder's caches alone.
+ENCODERS = {"native": _encoding.encode_span_native, "python": _encoding.encode_span_python}
+
+
+@pytest.fixture(autouse=True, params=sorted(ENCODERS))
+def span_encoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    name: str = request.param
+    if name == "native" and request.node.get_closest_marker("python_encoder_caches"):
+        pytest.skip("about the Python encoder's caches: the compiled encoder keeps none")
+    encoder = ENCODERS[name]
+    if encoder is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("the compiled encoder (otel_sched._speedups) was not built")
+        pytest.skip("the compiled encoder was not built (no C compiler at install time)")
+    monkeypatch.setattr(_encoding, "encode_span", encoder)
+    return name
+
 
 # ---------------------------------------------------------------------------
 # comparison helpers
@@ -329,7 +358,7 @@ def log_batches(draw: st.DrawFn) -> list[ReadableLogRecord]:
 def test_spans_match_stock(batch: list[ReadableSpan]) -> None:
     data = assert_traces_match(batch)
     # Pre-encoded items assembled under envelopes give the same request.
-    assert assemble_traces(group_by_envelopes(batch, span_envelopes, encode_span)) == data
+    assert assemble_traces(group_by_envelopes(batch, span_envelopes, _encoding.encode_span)) == data
 
 
 @SETTINGS
@@ -360,7 +389,7 @@ def test_logs_match_stock(batch: list[ReadableLogRecord]) -> None:
 def test_span_messages_decode_alone(batch: list[ReadableSpan]) -> None:
     for item in batch:
         stock = encode_spans([item]).resource_spans[0].scope_spans[0].spans[0]
-        assert PB2Span.FromString(encode_span(item)) == stock
+        assert PB2Span.FromString(_encoding.encode_span(item)) == stock
 
 
 # ---------------------------------------------------------------------------
@@ -439,9 +468,9 @@ def test_lone_surrogates() -> None:
     assert_logs_match([log(attributes=attributes)])
     # Anywhere else stock fails the whole request; we refuse the item, naming the field.
     cases: list[tuple[str, Any, Any]] = [
-        ("name", lambda: span(name=bad), encode_span),
-        ("events", lambda: span(events=[Event(bad, timestamp=1)]), encode_span),
-        ("status", lambda: span(status=Status(StatusCode.ERROR, bad)), encode_span),
+        ("name", lambda: span(name=bad), _encoding.encode_span),
+        ("events", lambda: span(events=[Event(bad, timestamp=1)]), _encoding.encode_span),
+        ("status", lambda: span(status=Status(StatusCode.ERROR, bad)), _encoding.encode_span),
         ("body", lambda: log(body=bad), encode_log),
         ("body", lambda: log(body={"k": bad}), encode_log),
         ("severity_text", lambda: log(severity_text=bad), encode_log),
@@ -449,7 +478,7 @@ def test_lone_surrogates() -> None:
     ]
     for field, make, encode in cases:
         item = make()
-        stock_encode = encode_spans if encode is encode_span else encode_logs
+        stock_encode = encode_spans if encode is _encoding.encode_span else encode_logs
         with pytest.raises(UnicodeEncodeError):
             stock_encode([item])
         with pytest.raises(EncodingError) as info:
@@ -591,16 +620,16 @@ def test_log_attributes_mutated_mid_encode() -> None:
 
 def test_invalid_numbers_are_refused() -> None:
     with pytest.raises(EncodingError, match="start_time"):
-        encode_span(span(start_time=-1))
+        _encoding.encode_span(span(start_time=-1))
     with pytest.raises(EncodingError, match="end_time"):
-        encode_span(span(end_time=2**64))
+        _encoding.encode_span(span(end_time=2**64))
     with pytest.raises(EncodingError) as info:
-        encode_span(span(start_time=None, end_time=-5))
+        _encoding.encode_span(span(start_time=None, end_time=-5))
     assert info.value.field == "end_time_unix_nano"
     with pytest.raises(EncodingError):
-        encode_span(span(trace_id=2**128))
+        _encoding.encode_span(span(trace_id=2**128))
     with pytest.raises(EncodingError):
-        encode_span(span(start_time=True))
+        _encoding.encode_span(span(start_time=True))
     with pytest.raises(EncodingError, match="flags"):
         encode_log(log(trace_flags=2**32))
     with pytest.raises(EncodingError, match="severity_number"):
@@ -609,7 +638,7 @@ def test_invalid_numbers_are_refused() -> None:
     with pytest.raises(AttributeError):
         encode_spans([missing_context])
     with pytest.raises(EncodingError):
-        encode_span(missing_context)
+        _encoding.encode_span(missing_context)
 
 
 class _FakeSeverity:
@@ -692,6 +721,7 @@ def test_none_resource_encodes_as_empty_resource() -> None:
     assert decoded.resource_logs[0].scope_logs[0].HasField("scope")
 
 
+@pytest.mark.python_encoder_caches
 def test_true_one_and_one_point_zero_are_cached_apart() -> None:
     for cache in _encoding._CACHES:
         cache.clear()
@@ -708,12 +738,13 @@ def test_true_one_and_one_point_zero_are_cached_apart() -> None:
     assert_traces_match(list(reversed(batch)))
 
 
+@pytest.mark.python_encoder_caches
 def test_caches_stay_bounded() -> None:
     n = 50_000
     for i in range(0, n, 25):
         attributes: dict[str, Any] = {f"k{j}": f"value-{i + j}" for j in range(25)}
         attributes["int"] = i
-        encode_span(
+        _encoding.encode_span(
             span(name=f"op-{i}", attributes=attributes, events=[Event(f"e{i}", {"x": i}, timestamp=1)])
         )
         encode_log(log(attributes=attributes, severity_text=f"S{i}"))
@@ -722,7 +753,7 @@ def test_caches_stay_bounded() -> None:
     # Long values are not cached at all.
     for cache in _encoding._CACHES:
         cache.clear()
-    encode_span(span(attributes={"long": "x" * 10_000}))
+    _encoding.encode_span(span(attributes={"long": "x" * 10_000}))
     assert len(_encoding._SPAN_KV) == 0
 
 
@@ -753,6 +784,7 @@ def test_varint_and_header_edges_match_stock() -> None:
         assert_logs_match(records)
 
 
+@pytest.mark.python_encoder_caches
 def test_a_key_with_ever_new_values_does_not_flood_the_cache() -> None:
     for cache in _encoding._CACHES:
         cache.clear()
@@ -766,12 +798,12 @@ def test_a_key_with_ever_new_values_does_not_flood_the_cache() -> None:
     # A value that does repeat still gets in, a few misses later.
     repeated = span(attributes={"url": "https://x/again", "port": 1})
     for _ in range(8):
-        encode_span(repeated)
+        _encoding.encode_span(repeated)
     assert ("url", "https://x/again") in _encoding._SPAN_KV
     assert_traces_match([repeated, repeated])
     # The per-key table is bounded like the other caches.
     for i in range(0, _encoding._CACHE_MAX + 100, 50):
-        encode_span(span(attributes={f"key{i + j}": j for j in range(50)}))
+        _encoding.encode_span(span(attributes={f"key{i + j}": j for j in range(50)}))
     assert len(_encoding._KEYS) <= _encoding._CACHE_MAX
 
 
@@ -791,4 +823,4 @@ def test_mixed_bag_through_the_real_sdk() -> None:
     provider.shutdown()
     finished = list(exporter.get_finished_spans())
     data = assert_traces_match(finished)
-    assert assemble_traces(group_by_envelopes(finished, span_envelopes, encode_span)) == data
+    assert assemble_traces(group_by_envelopes(finished, span_envelopes, _encoding.encode_span)) == data

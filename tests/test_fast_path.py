@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Status, StatusCode
 
-from otel_sched import ScheduledLogRecordProcessor, ScheduledSpanProcessor
+from otel_sched import ScheduledLogRecordProcessor, ScheduledSpanProcessor, _encoding
 from otel_sched._receiver import OTLPReceiver
 
 from ._exporters import RecordingExporter, wait_until
@@ -62,6 +63,25 @@ def test_stock_otlp_exporters_take_the_fast_path_and_spans_arrive_intact(
     assert all(s.attributes["tags"] == ["x", "y"] for s in spans)
     # the cost the scheduler used is the exact encoded size: requests only add envelopes
     assert 0.8 * receiver.bytes_received <= stats["exported_bytes"] <= receiver.bytes_received
+    provider.shutdown()
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_spans_are_encoded_natively_unless_turned_off_and_arrive_the_same(
+    receiver: OTLPReceiver, native: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if _encoding.encode_span_native is None and os.environ.get("CI") != "true":
+        pytest.skip("the compiled encoder was not built (no C compiler at install time)")
+    monkeypatch.setenv("OTEL_PYTHON_SCHED_NATIVE_ENCODER", "true" if native else "false")
+    processor = ScheduledSpanProcessor(HttpSpanExporter(endpoint=receiver.traces_url))
+    provider = _tracer(processor)
+    _emit(provider, 40)
+    assert processor.force_flush(10_000)
+    assert processor.stats()["encoder"] == ("native" if native else "python")
+    spans = receiver.spans()
+    assert sorted(s.attributes["i"] for s in spans) == list(range(40))
+    assert all(s.attributes["tags"] == ["x", "y"] for s in spans)
+    assert sum(1 for s in spans if s.status_code == 2) == 6
     provider.shutdown()
 
 

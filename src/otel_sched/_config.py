@@ -352,6 +352,15 @@ OPTIONS: Final[tuple[Option[Any], ...]] = (
         "send pre-encoded batches; false: call the exporter's own export(items).",
     ),
     Option(
+        "native_encoder",
+        "OTEL_PYTHON_SCHED_NATIVE_ENCODER",
+        True,
+        _bool,
+        "On the fast path, encode spans with the compiled encoder where pip built it (it needs a C "
+        "compiler at install time; without one the Python encoder is used); false: always the "
+        "pure-Python encoder. Both write the same bytes.",
+    ),
+    Option(
         "endpoints",
         "OTEL_PYTHON_SCHED_ENDPOINTS",
         (),
@@ -463,6 +472,7 @@ class Config:
     max_concurrent_exports: int
     adaptive_concurrency: bool
     otlp_fast_path: bool
+    native_encoder: bool
     endpoints: tuple[str, ...]
     spool_dir: str | None
     spool_max_bytes: int

@@ -95,6 +95,8 @@ __all__ = [
     "encode_log",
     "encode_logs_request",
     "encode_span",
+    "encode_span_native",
+    "encode_span_python",
     "encode_spans_request",
     "log_envelopes",
     "resource_envelope",
@@ -560,8 +562,8 @@ def _list_and_dropped(seq: Any, ended: bool) -> tuple[Any, int]:
     return seq, (seq.dropped if isinstance(seq, BoundedList) else 0)
 
 
-def encode_span(span: ReadableSpan) -> bytes:
-    """Serialized ``opentelemetry.proto.trace.v1.Span`` message for an ended ``span``."""
+def encode_span_python(span: ReadableSpan) -> bytes:
+    """Serialized ``opentelemetry.proto.trace.v1.Span`` message for an ended ``span`` (pure Python)."""
     # `field` only names the culprit in the error message; a local store is ~free.
     field = "span"
     try:
@@ -805,6 +807,36 @@ def encode_span(span: ReadableSpan) -> bytes:
         raise
     except Exception as exc:
         raise EncodingError(field, exc) from exc
+
+
+# The compiled encoder (``_speedups.c``, built by ``pip install`` where a C compiler is found)
+# writes the same bytes for the spans it handles -- a trusted class with the SDK's own part
+# types -- and hands every other span to encode_span_python, which then also judges new classes.
+try:
+    from . import _speedups
+except ImportError:  # built without a compiler: the Python encoder alone
+    encode_span_native: Callable[[ReadableSpan], bytes] | None = None
+    try_encode_span_native: Callable[[ReadableSpan], bytes | None] | None = None
+else:
+    _speedups.configure(
+        encode_span_python,
+        _TRUSTED_SPAN_TYPES,
+        ReadableSpan,
+        BoundedAttributes,
+        BoundedList,
+        Event,
+        Link,
+        SpanContext,
+        TraceState,
+        Status,
+        SpanKind,
+    )
+    encode_span_native = _speedups.encode_span
+    try_encode_span_native = _speedups.try_encode_span
+
+encode_span: Callable[[ReadableSpan], bytes] = encode_span_native or encode_span_python
+"""Serialized ``opentelemetry.proto.trace.v1.Span`` message for an ended ``span``: the compiled
+encoder where it was built, else the pure-Python one (same output)."""
 
 
 # ---------------------------------------------------------------------------

@@ -48,6 +48,8 @@ from ._encoding import (
     assemble_traces,
     encode_log,
     encode_span,
+    encode_span_native,
+    encode_span_python,
     log_envelopes,
     span_envelopes,
 )
@@ -241,7 +243,7 @@ class Pipeline:
         )
         self.stats = Stats(cfg.max_tenants)
         if cfg.signal is Signal.TRACES:
-            self._encode: Callable[[Any], bytes] = encode_span
+            self._encode: Callable[[Any], bytes] = encode_span if cfg.native_encoder else encode_span_python
             self._envelopes: Callable[[Any], Any] = span_envelopes
         else:
             self._encode, self._envelopes = encode_log, log_envelopes
@@ -1162,6 +1164,14 @@ class Pipeline:
 
     # -- introspection -----------------------------------------------------------------------------------
 
+    def _encoder_name(self) -> str | None:
+        """Which encoder the fast path uses: "native" (compiled), "python", or None off the fast path."""
+        if not self._fast:
+            return None
+        if self.signal is Signal.TRACES and self._encode is encode_span_native:
+            return "native"
+        return "python"
+
     def _spool_stats(self) -> dict[str, Any]:
         spool = self.spool
         out: dict[str, Any] = {
@@ -1228,6 +1238,7 @@ class Pipeline:
                 "retried_batches": self.stats.retried,
                 "rejected_by_collector": self.stats.rejected,
                 "otlp_fast_path": self._fast,
+                "encoder": self._encoder_name(),
                 "spool": self._spool_stats(),
                 "resources": {
                     "memory_level": self._level.name.lower(),

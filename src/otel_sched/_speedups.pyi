@@ -1,0 +1,21 @@
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry.sdk.trace import ReadableSpan
+
+def configure(
+    fallback: Callable[[ReadableSpan], bytes],
+    trusted: dict[type, bool],
+    readable_span: type,
+    bounded_attributes: type,
+    bounded_list: type,
+    event: type,
+    link: type,
+    span_context: type,
+    trace_state: type,
+    status: type,
+    span_kind: Any,
+    /,
+) -> None: ...
+def encode_span(span: ReadableSpan, /) -> bytes: ...
+def try_encode_span(span: ReadableSpan, /) -> bytes | None: ...
