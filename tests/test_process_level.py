@@ -16,7 +16,7 @@ from opentelemetry.trace import Status, StatusCode
 from otel_sched import ScheduledLogRecordProcessor, ScheduledSpanProcessor
 from otel_sched import _coordinator as coordinator_module
 from otel_sched._config import resolve_config
-from otel_sched._coordinator import TICK, Coordinator, Member
+from otel_sched._coordinator import CPU_EVERY, TICK, Coordinator, Member
 from otel_sched._receiver import OTLPReceiver
 from otel_sched._resources import CpuAdvice, MemoryLevel, ResourceSample, shape_batches
 from otel_sched._task import Signal
@@ -169,6 +169,19 @@ def test_cpu_saturation_with_a_greedy_pipeline_shrinks_the_lanes(monkeypatch: py
     c.refresh(owner, 0, True, now=10.5)
     assert c.lane_cap(owner, 16) == 16
     assert c.batch_factor == 1.0
+
+
+def test_thread_clocks_are_read_once_per_cpu_interval_not_every_tick(monkeypatch: pytest.MonkeyPatch) -> None:
+    probe = _FakeProbe(_sample(process_cpu=1.0, system_cpu=0.95))
+    c = Coordinator(probe_factory=lambda: probe)  # type: ignore[arg-type, return-value]
+    owner = _Owner()
+    c.join(owner, _member("traces"))
+    reads: list[float] = []
+    monkeypatch.setattr(coordinator_module, "thread_cpu_seconds", lambda threads: reads.append(0.0) or 0.0)
+    steps = int(3 * CPU_EVERY / TICK)
+    for i in range(steps):
+        c.refresh(owner, 0, True, now=10.0 + i * TICK)  # a decision every TICK
+    assert len(reads) == 3
 
 
 @pytest.mark.parametrize(

@@ -36,11 +36,15 @@ from typing import Any
 
 from ._resources import CpuGovernor, CpuMeter, MemoryGovernor, MemoryLevel, ResourceProbe, thread_cpu_seconds
 
-__all__ = ["TICK", "Coordinator", "Member", "coordinator"]
+__all__ = ["CPU_EVERY", "TICK", "Coordinator", "Member", "coordinator"]
 
 _logger = logging.getLogger(__name__)
 
 TICK = 0.25
+# The pipelines' thread clocks are read this often, not every TICK: the probe samples the machine
+# once a second, so the CPU governor's other input changes no faster, and each reading is a
+# syscall per thread (a pool's idle lanes included) on a scheduler thread.
+CPU_EVERY = 1.0
 _LEVELS = [MemoryLevel.NORMAL, MemoryLevel.SOFT, MemoryLevel.HARD]
 
 
@@ -114,7 +118,8 @@ class Coordinator:
         self._cpu = CpuGovernor()
         self.lanes_factor = 1.0
         self.batch_factor = 1.0  # batches this much larger (within their bounds) while CPU-saturated
-        self.pipeline_cpu = 0.0  # cores used by all pipeline threads (EWMA)
+        self.pipeline_cpu = 0.0  # cores used by all pipeline threads (EWMA), read every CPU_EVERY
+        self._cpu_read_at = -math.inf
         self.level = MemoryLevel.NORMAL
 
     # -- membership ---------------------------------------------------------------------------------
@@ -183,8 +188,10 @@ class Coordinator:
         if self._memory is not None:
             self.level = self._memory.level(total, sample)
             self._alarm = self._memory.next_threshold_bytes()
-        threads = [t for m in members if m.resource_aware for t in m.threads()]
-        self.pipeline_cpu = self._cpu_meter.update(thread_cpu_seconds(threads), now) if threads else 0.0
+        if now - self._cpu_read_at >= CPU_EVERY:
+            self._cpu_read_at = now
+            threads = [t for m in members if m.resource_aware for t in m.threads()]
+            self.pipeline_cpu = self._cpu_meter.update(thread_cpu_seconds(threads), now) if threads else 0.0
         advice = self._cpu.advise(self.pipeline_cpu, sample)
         self.lanes_factor, self.batch_factor = advice.max_lanes_factor, advice.batch_factor
         weights = sum(m.weight for m in members) or 1.0
