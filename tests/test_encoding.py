@@ -40,7 +40,6 @@ from otel_sched._encoding import (
     Envelope,
     assemble_logs,
     assemble_traces,
-    encode_log,
     encode_logs_request,
     encode_spans_request,
     log_envelopes,
@@ -56,10 +55,13 @@ SETTINGS = settings(
 )
 
 
-# Every test here runs against both span encoders: the compiled one (where it was built;
+# Every test here runs against both encoders (spans and logs): the compiled one (where it was built;
 # required under CI=true, where a compiler is installed) and the pure-Python one.  A test
 # marked ``python_encoder_caches`` is about the Python encoder's caches alone.
-ENCODERS = {"native": _encoding.encode_span_native, "python": _encoding.encode_span_python}
+ENCODERS = {
+    "native": (_encoding.encode_span_native, _encoding.encode_log_native),
+    "python": (_encoding.encode_span_python, _encoding.encode_log_python),
+}
 
 
 @pytest.fixture(autouse=True, params=sorted(ENCODERS))
@@ -67,12 +69,13 @@ def span_encoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
     name: str = request.param
     if name == "native" and request.node.get_closest_marker("python_encoder_caches"):
         pytest.skip("about the Python encoder's caches: the compiled encoder keeps none")
-    encoder = ENCODERS[name]
-    if encoder is None:
+    span_encoder, log_encoder = ENCODERS[name]
+    if span_encoder is None or log_encoder is None:
         if os.environ.get("CI") == "true":
             pytest.fail("the compiled encoder (otel_sched._speedups) was not built")
         pytest.skip("the compiled encoder was not built (no C compiler at install time)")
-    monkeypatch.setattr(_encoding, "encode_span", encoder)
+    monkeypatch.setattr(_encoding, "encode_span", span_encoder)
+    monkeypatch.setattr(_encoding, "encode_log", log_encoder)
     return name
 
 
@@ -376,12 +379,12 @@ def test_logs_match_stock(batch: list[ReadableLogRecord]) -> None:
             except ValueError:
                 refused.append(record)
                 with pytest.raises(EncodingError) as info:
-                    encode_log(record)
+                    _encoding.encode_log(record)
                 assert info.value.field == "body"
         assert refused
         batch = [record for record in batch if record not in refused]
     data = assert_logs_match(batch)
-    assert assemble_logs(group_by_envelopes(batch, log_envelopes, encode_log)) == data
+    assert assemble_logs(group_by_envelopes(batch, log_envelopes, _encoding.encode_log)) == data
 
 
 @SETTINGS
@@ -452,12 +455,12 @@ def test_unknown_body_type_is_refused_like_stock() -> None:
     with pytest.raises(Exception, match="Invalid type"):
         encode_logs([record])
     with pytest.raises(EncodingError) as info:
-        encode_log(record)
+        _encoding.encode_log(record)
     assert info.value.field == "body"
     with pytest.raises(EncodingError, match="body"):
         encode_logs_request([record])
     with pytest.raises(EncodingError):
-        encode_log(log(body=2**64))
+        _encoding.encode_log(log(body=2**64))
 
 
 def test_lone_surrogates() -> None:
@@ -471,10 +474,10 @@ def test_lone_surrogates() -> None:
         ("name", lambda: span(name=bad), _encoding.encode_span),
         ("events", lambda: span(events=[Event(bad, timestamp=1)]), _encoding.encode_span),
         ("status", lambda: span(status=Status(StatusCode.ERROR, bad)), _encoding.encode_span),
-        ("body", lambda: log(body=bad), encode_log),
-        ("body", lambda: log(body={"k": bad}), encode_log),
-        ("severity_text", lambda: log(severity_text=bad), encode_log),
-        ("event_name", lambda: log(event_name=bad), encode_log),
+        ("body", lambda: log(body=bad), _encoding.encode_log),
+        ("body", lambda: log(body={"k": bad}), _encoding.encode_log),
+        ("severity_text", lambda: log(severity_text=bad), _encoding.encode_log),
+        ("event_name", lambda: log(event_name=bad), _encoding.encode_log),
     ]
     for field, make, encode in cases:
         item = make()
@@ -587,7 +590,7 @@ def test_log_ids_none_are_refused_like_stock() -> None:
         with pytest.raises(AttributeError):
             encode_logs([record])
         with pytest.raises(EncodingError) as info:
-            encode_log(record)
+            _encoding.encode_log(record)
         assert info.value.field == field
 
 
@@ -631,9 +634,9 @@ def test_invalid_numbers_are_refused() -> None:
     with pytest.raises(EncodingError):
         _encoding.encode_span(span(start_time=True))
     with pytest.raises(EncodingError, match="flags"):
-        encode_log(log(trace_flags=2**32))
+        _encoding.encode_log(log(trace_flags=2**32))
     with pytest.raises(EncodingError, match="severity_number"):
-        encode_log(log(severity_number=_FakeSeverity(2**31)))
+        _encoding.encode_log(log(severity_number=_FakeSeverity(2**31)))
     missing_context = ReadableSpan("no-context")
     with pytest.raises(AttributeError):
         encode_spans([missing_context])
@@ -714,7 +717,7 @@ def test_none_resource_encodes_as_empty_resource() -> None:
     # Deliberate leniency: stock cannot encode this at all.
     env = resource_envelope(None)
     item = log()
-    data = assemble_logs([(env, [(scope_envelope(None), [encode_log(item)])])])
+    data = assemble_logs([(env, [(scope_envelope(None), [_encoding.encode_log(item)])])])
     decoded = ExportLogsServiceRequest.FromString(data)
     assert decoded.resource_logs[0].HasField("resource")
     assert decoded.resource_logs[0].resource.attributes == []
@@ -747,7 +750,7 @@ def test_caches_stay_bounded() -> None:
         _encoding.encode_span(
             span(name=f"op-{i}", attributes=attributes, events=[Event(f"e{i}", {"x": i}, timestamp=1)])
         )
-        encode_log(log(attributes=attributes, severity_text=f"S{i}"))
+        _encoding.encode_log(log(attributes=attributes, severity_text=f"S{i}"))
     for cache in _encoding._CACHES:
         assert len(cache) <= _encoding._CACHE_MAX
     # Long values are not cached at all.

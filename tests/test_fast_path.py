@@ -94,6 +94,7 @@ def test_log_records_take_the_fast_path(receiver: OTLPReceiver) -> None:
         logger.emit(body={"msg": f"m{i}", "n": i}, severity_number=SeverityNumber.WARN, attributes={"i": i})
     assert processor.force_flush(10_000)
     assert processor.stats()["otlp_fast_path"] is True
+    assert processor.stats()["encoder"] == ("native" if _encoding.encode_log_native else "python")
     assert sorted(r.attributes["i"] for r in receiver.logs()) == list(range(20))
     provider.shutdown()
 

@@ -10,8 +10,11 @@ import os
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import event, given
+from hypothesis import strategies as st
+from opentelemetry._logs import SeverityNumber
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as PB2Span
+from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor, ReadableLogRecord
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -23,6 +26,7 @@ from opentelemetry.trace import (
     SpanKind,
     Status,
     StatusCode,
+    TraceFlags,
     TraceState,
     set_span_in_context,
 )
@@ -30,11 +34,28 @@ from opentelemetry.trace import (
 from otel_sched import _encoding
 from otel_sched._encoding import EncodingError
 
-from .test_encoding import _SAMPLED, SETTINGS, assert_traces_match, span, span_batches
+from .test_encoding import (
+    _SAMPLED,
+    SETTINGS,
+    SPAN_IDS,
+    TEXT,
+    TRACE_IDS,
+    assert_logs_match,
+    assert_traces_match,
+    attribute_maps,
+    events,
+    links,
+    log,
+    log_batches,
+    span,
+    span_batches,
+    statuses,
+)
 
 # Where a compiler is installed (CI) the compiled encoder must have been built.
 pytestmark = pytest.mark.skipif(
-    _encoding.try_encode_span_native is None and os.environ.get("CI") != "true",
+    (_encoding.try_encode_span_native is None or _encoding.try_encode_log_native is None)
+    and os.environ.get("CI") != "true",
     reason="the compiled encoder was not built (no C compiler at install time)",
 )
 
@@ -57,6 +78,38 @@ def test_native_bytes_are_the_python_encoders(batch: list[ReadableSpan]) -> None
         data = _native(item)
         if data is not None:  # None: handed to the Python encoder, which the tests above cover
             assert data == _encoding.encode_span_python(item)
+
+
+@st.composite
+def sdk_shaped_spans(draw: st.DrawFn) -> ReadableSpan:
+    """Spans as the SDK ends them (start and end times set, no vendor trace_state), whatever
+    their attributes, events, links and status: what the compiled encoder is for."""
+    times = sorted(draw(st.lists(st.integers(1, 2**64 - 1), min_size=2, max_size=2)))
+    trace_state = draw(st.sampled_from([None, TraceState()]))
+    parent = draw(st.one_of(st.none(), st.builds(SpanContext, TRACE_IDS, SPAN_IDS, st.booleans())))
+    return ReadableSpan(
+        name=draw(TEXT),
+        context=SpanContext(draw(TRACE_IDS), draw(SPAN_IDS), False, TraceFlags(1), trace_state),
+        parent=parent,
+        attributes=draw(attribute_maps()),
+        events=draw(st.lists(events(), max_size=3)),
+        links=draw(st.lists(links(), max_size=2)),
+        kind=draw(st.sampled_from(list(SpanKind))),
+        status=draw(statuses()),
+        start_time=times[0],
+        end_time=times[1],
+    )
+
+
+@SETTINGS
+@given(st.lists(sdk_shaped_spans(), min_size=1, max_size=4))
+def test_native_sdk_shaped_spans_match_python_and_stock(batch: list[ReadableSpan]) -> None:
+    for item in batch:
+        data = _native(item)
+        event("native" if data is not None else "handed to Python")
+        if data is not None:
+            assert data == _encoding.encode_span_python(item)
+    assert_traces_match(batch)
 
 
 def test_native_handles_what_the_sdk_makes() -> None:
@@ -101,8 +154,8 @@ def test_native_handles_what_the_sdk_makes() -> None:
     "make",
     [
         pytest.param(lambda: span(trace_state=TraceState([("v", "1")])), id="trace_state"),
-        pytest.param(lambda: span(attributes={"m": {"k": 1}}), id="kvlist"),
-        pytest.param(lambda: span(attributes={"n": ((1,),)}), id="nested array"),
+        pytest.param(lambda: span(attributes={"m": {1: "k"}}), id="kvlist with a non-str key"),
+        pytest.param(lambda: span(attributes={"n": [[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]}), id="too deep"),
         pytest.param(lambda: span(attributes={"big": 2**64}), id="int beyond int64"),
         pytest.param(lambda: span(attributes={"bad": "x\ud800"}), id="lone surrogate"),
         pytest.param(lambda: span(attributes={1: "non-str key"}), id="non-str key"),
@@ -152,3 +205,115 @@ def test_native_judges_a_new_span_class_through_the_python_encoder() -> None:
         assert _encoding._TRUSTED_SPAN_TYPES[cls] is trusted
         assert (_native(item) is not None) is trusted
     assert PB2Span.FromString(native(item)).name == "op"
+
+
+def test_native_encodes_nested_arrays_and_kvlists() -> None:
+    # A plain-dict attribute map (a custom processor's) can hold them: encoded natively too.
+    nested = {"deep": [{"k": [1, "x", None]}, (), {"": {"e": b"\x00"}}], "m": {"a": 1.5}, "t": ((1, 2), [])}
+    item = span(attributes=nested)
+    data = _native(item)
+    assert data is not None
+    assert data == _encoding.encode_span_python(item)
+    assert_traces_match([item])
+
+
+# -- log records
+
+
+def _native_log(record: ReadableLogRecord) -> bytes | None:
+    try_native = _encoding.try_encode_log_native
+    assert try_native is not None, "the compiled encoder (otel_sched._speedups) was not built"
+    return try_native(record)
+
+
+@SETTINGS
+@given(log_batches())
+def test_native_log_bytes_are_the_python_encoders(batch: list[ReadableLogRecord]) -> None:
+    for record in batch:
+        data = _native_log(record)
+        if data is not None:  # None: handed to the Python encoder, which test_encoding covers
+            assert data == _encoding.encode_log_python(record)
+
+
+class _Keep(LogRecordProcessor):
+    def __init__(self) -> None:
+        self.records: list[Any] = []
+
+    def on_emit(self, log_record: Any) -> None:
+        self.records.append(log_record)
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
+
+
+def test_native_handles_the_log_records_the_sdk_makes() -> None:
+    from otel_sched._pipeline import _readable_log  # the pipeline's conversion, as on its thread
+
+    keep = _Keep()
+    provider = LoggerProvider(resource=Resource.create({"service.name": "svc"}))
+    provider.add_log_record_processor(keep)
+    logger = provider.get_logger("app", "1.0")
+    bodies: list[Any] = [
+        "plain",
+        "",
+        None,
+        42,
+        1.5,
+        True,
+        b"\x01",
+        ["a", 1],
+        {"msg": "m", "n": [1, {"x": None}]},
+    ]
+    for i, body in enumerate(bodies):
+        logger.emit(
+            body=body,
+            severity_number=list(SeverityNumber)[i % len(SeverityNumber)],
+            severity_text=None if i % 3 else "WARN",
+            attributes={"i": i, "tags": ("a", "b"), "ok": True, "ratio": 0.25},
+            event_name="evt" if i % 2 else None,
+        )
+    provider.shutdown()
+    records = [_readable_log(r) for r in keep.records]
+    assert len(records) == len(bodies)
+    for record in records:
+        data = _native_log(record)
+        assert data is not None, f"handed back to Python: {record.log_record.body!r}"
+        assert data == _encoding.encode_log_python(record)
+    assert_logs_match(records)
+
+
+def _with(record: ReadableLogRecord, **fields: Any) -> ReadableLogRecord:
+    for name, value in fields.items():
+        setattr(record.log_record, name, value)
+    return record
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda: log(body={1: "non-str key"}), id="body with a non-str key"),
+        pytest.param(lambda: log(body=2**64), id="body beyond int64"),
+        pytest.param(lambda: log(body="x\ud800"), id="lone surrogate"),
+        pytest.param(lambda: log(severity_number=9), id="plain int severity"),
+        pytest.param(lambda: log(trace_id=None), id="no trace id"),
+        pytest.param(lambda: log(timestamp=-1), id="negative timestamp"),
+        pytest.param(lambda: log(severity_text=b"WARN"), id="bytes severity text"),  # type: ignore[arg-type]
+        pytest.param(lambda: _with(log(), trace_flags=TraceFlags(1) + 0.5), id="float trace flags"),
+    ],
+)
+def test_native_hands_unusual_log_records_to_the_python_encoder(make: Any) -> None:
+    record = make()
+    assert _native_log(record) is None
+    native = _encoding.encode_log_native
+    assert native is not None
+    try:
+        expected: Any = _encoding.encode_log_python(record)
+    except EncodingError as exc:
+        with pytest.raises(EncodingError) as info:
+            native(record)
+        assert info.value.field == exc.field
+    else:
+        assert native(record) == expected

@@ -356,7 +356,8 @@ OPTIONS: Final[tuple[Option[Any], ...]] = (
         "OTEL_PYTHON_SCHED_NATIVE_ENCODER",
         True,
         _bool,
-        "On the fast path, encode spans with the compiled encoder where pip built it (it needs a C "
+        "On the fast path, encode spans and log records with the compiled encoder where pip built it "
+        "(it needs a C "
         "compiler at install time; without one the Python encoder is used); false: always the "
         "pure-Python encoder. Both write the same bytes.",
     ),

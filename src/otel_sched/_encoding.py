@@ -76,6 +76,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from operator import index as _index
 from typing import Any, Final
 
+from opentelemetry._logs import LogRecord
 from opentelemetry._logs.severity import SeverityNumber
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk._logs import ReadableLogRecord
@@ -93,6 +94,8 @@ __all__ = [
     "assemble_logs",
     "assemble_traces",
     "encode_log",
+    "encode_log_native",
+    "encode_log_python",
     "encode_logs_request",
     "encode_span",
     "encode_span_native",
@@ -812,9 +815,11 @@ def encode_span_python(span: ReadableSpan) -> bytes:
 # The compiled encoder (``_speedups.c``, built by ``pip install`` where a C compiler is found)
 # writes the same bytes for the spans it handles -- a trusted class with the SDK's own part
 # types -- and hands every other span to encode_span_python, which then also judges new classes.
+_speedups: Any
 try:
     from . import _speedups
 except ImportError:  # built without a compiler: the Python encoder alone
+    _speedups = None
     encode_span_native: Callable[[ReadableSpan], bytes] | None = None
     try_encode_span_native: Callable[[ReadableSpan], bytes | None] | None = None
 else:
@@ -847,8 +852,8 @@ _SEVERITY_BY_VALUE: Final = {sev.value: _int32_enum_field(b"\x10", sev.value) fo
 _BODY_HEADS: Final = tuple(b"\x2a" + head for head in _STR_HEADS)
 
 
-def encode_log(record: ReadableLogRecord) -> bytes:
-    """Serialized ``opentelemetry.proto.logs.v1.LogRecord`` message for ``record``."""
+def encode_log_python(record: ReadableLogRecord) -> bytes:
+    """Serialized ``opentelemetry.proto.logs.v1.LogRecord`` message for ``record`` (pure Python)."""
     field = "log_record"
     try:
         lr: Any = record.log_record
@@ -950,6 +955,20 @@ def encode_log(record: ReadableLogRecord) -> bytes:
         raise
     except Exception as exc:
         raise EncodingError(field, exc) from exc
+
+
+# The compiled encoder's log records: an exact ReadableLogRecord over the API's LogRecord, with
+# the SDK's part types; any other record goes to encode_log_python.
+if _speedups is not None:
+    _speedups.configure_logs(encode_log_python, ReadableLogRecord, LogRecord, SeverityNumber, TraceFlags)
+    encode_log_native: Callable[[ReadableLogRecord], bytes] | None = _speedups.encode_log
+    try_encode_log_native: Callable[[ReadableLogRecord], bytes | None] | None = _speedups.try_encode_log
+else:
+    encode_log_native = try_encode_log_native = None
+
+encode_log: Callable[[ReadableLogRecord], bytes] = encode_log_native or encode_log_python
+"""Serialized ``opentelemetry.proto.logs.v1.LogRecord`` message for ``record``: the compiled
+encoder where it was built, else the pure-Python one (same output)."""
 
 
 # ---------------------------------------------------------------------------

@@ -47,6 +47,8 @@ from ._encoding import (
     assemble_logs,
     assemble_traces,
     encode_log,
+    encode_log_native,
+    encode_log_python,
     encode_span,
     encode_span_native,
     encode_span_python,
@@ -246,7 +248,8 @@ class Pipeline:
             self._encode: Callable[[Any], bytes] = encode_span if cfg.native_encoder else encode_span_python
             self._envelopes: Callable[[Any], Any] = span_envelopes
         else:
-            self._encode, self._envelopes = encode_log, log_envelopes
+            self._encode = encode_log if cfg.native_encoder else encode_log_python
+            self._envelopes = log_envelopes
         self.metrics = SelfMetrics(
             cfg.signal,
             self._meter_provider,
@@ -1168,7 +1171,7 @@ class Pipeline:
         """Which encoder the fast path uses: "native" (compiled), "python", or None off the fast path."""
         if not self._fast:
             return None
-        if self.signal is Signal.TRACES and self._encode is encode_span_native:
+        if self._encode is encode_span_native or self._encode is encode_log_native:
             return "native"
         return "python"
 

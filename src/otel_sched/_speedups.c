@@ -1,4 +1,5 @@
-/* Compiled OTLP encoder for SDK spans: the hot path of otel_sched._encoding.encode_span.
+/* Compiled OTLP encoder for SDK spans and log records: the hot path of otel_sched._encoding's
+ * encode_span and encode_log.
  *
  * Scope: an ended or live span of a trusted class (ReadableSpan, or a class that
  * _encoding._trusted_span_type judged to read its data from ReadableSpan's private
@@ -34,10 +35,16 @@ static PyTypeObject *g_trace_state;
 static PyTypeObject *g_status;
 static PyTypeObject *g_span_kind;
 static PyObject *g_sixty_four;
+static PyObject *g_log_fallback;     /* the Python encode_log */
+static PyTypeObject *g_readable_log; /* ReadableLogRecord */
+static PyTypeObject *g_log_record;   /* the API LogRecord */
+static PyTypeObject *g_severity;     /* SeverityNumber */
+static PyTypeObject *g_trace_flags;
 
 static PyObject *s_context, *s_parent, *s_name, *s_kind, *s_start_time, *s_end_time, *s_status,
     *s_attributes, *s_events, *s_links, *s_dict, *s_dropped, *s_dq, *s_timestamp, *s_value,
-    *s_status_code, *s_description;
+    *s_status_code, *s_description, *s_log_record, *s_timestamp_l, *s_observed, *s_severity_number,
+    *s_severity_text, *s_body, *s_attributes_l, *s_trace_flags, *s_trace_id, *s_span_id, *s_event_name;
 
 /* -- output buffer ------------------------------------------------------------------ */
 
@@ -190,7 +197,12 @@ static int put_count(Buf *b, unsigned char tag, PyObject *v) {
 
 /* -- AnyValue / KeyValue ------------------------------------------------------------ */
 
-static int put_any_body(Buf *b, PyObject *v, int nested) {
+#define MAX_DEPTH 16 /* deeper (or a cycle): the Python encoder decides */
+
+static int put_kv_body(Buf *b, PyObject *key, PyObject *value, int depth);
+
+/* The body of an AnyValue, in stock ``_encode_value``'s order for the exact builtin types. */
+static int put_any_body(Buf *b, PyObject *v, int depth) {
     if (PyUnicode_CheckExact(v)) {
         Py_ssize_t n;
         const char *s = PyUnicode_AsUTF8AndSize(v, &n);
@@ -229,37 +241,55 @@ static int put_any_body(Buf *b, PyObject *v, int nested) {
     }
     if (v == Py_None) return OK;  /* an empty AnyValue, present */
     if (PyBytes_CheckExact(v)) return put_str_bytes(b, 0x3a, PyBytes_AS_STRING(v), PyBytes_GET_SIZE(v));
-    if (!nested && (PyTuple_CheckExact(v) || PyList_CheckExact(v))) {
-        PyObject *seq = v;
-        Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (depth >= MAX_DEPTH) return FALLBACK;
+    if (PyTuple_CheckExact(v) || PyList_CheckExact(v)) {
         RESERVE(b, 2);
         Py_ssize_t at = begin_ld(b, 0x2a);
-        for (Py_ssize_t i = 0; i < n; i++) {
+        /* By index, re-reading the size: nothing here runs Python code, but be exact anyway. */
+        for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(v); i++) {
             RESERVE(b, 2);
             Py_ssize_t item = begin_ld(b, 0x0a);
-            if (put_any_body(b, PySequence_Fast_GET_ITEM(seq, i), 1) != OK) return FALLBACK;
+            if (put_any_body(b, PySequence_Fast_GET_ITEM(v, i), depth + 1) != OK) return FALLBACK;
             if (end_ld(b, item) != OK) return FALLBACK;
         }
         return end_ld(b, at);
     }
-    return FALLBACK;  /* nested sequences, mappings, other types: the Python encoder */
+    if (PyDict_CheckExact(v)) {
+        RESERVE(b, 2);
+        Py_ssize_t at = begin_ld(b, 0x32);
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        while (PyDict_Next(v, &pos, &key, &value)) {
+            RESERVE(b, 2);
+            Py_ssize_t kv = begin_ld(b, 0x0a);
+            if (put_kv_body(b, key, value, depth + 1) != OK) return FALLBACK;
+            if (end_ld(b, kv) != OK) return FALLBACK;
+        }
+        return end_ld(b, at);
+    }
+    return FALLBACK;  /* other types (and str keys' subclasses): the Python encoder */
 }
 
-static int put_kv(Buf *b, unsigned char tag, PyObject *key, PyObject *value) {
-    if (!PyUnicode_CheckExact(key)) return FALLBACK;
+/* KeyValue body: key (omitted when empty), then the AnyValue, always present. */
+static int put_kv_body(Buf *b, PyObject *key, PyObject *value, int depth) {
+    if (!PyUnicode_CheckExact(key)) return FALLBACK;  /* stock passes keys through str() */
     Py_ssize_t n;
     const char *s = PyUnicode_AsUTF8AndSize(key, &n);
     if (s == NULL) {
         PyErr_Clear();
         return FALLBACK;
     }
-    RESERVE(b, 2);
-    Py_ssize_t at = begin_ld(b, tag);
     if (n && put_str_bytes(b, 0x0a, s, n) != OK) return FALLBACK;
     RESERVE(b, 2);
     Py_ssize_t val = begin_ld(b, 0x12);
-    if (put_any_body(b, value, 0) != OK) return FALLBACK;
-    if (end_ld(b, val) != OK) return FALLBACK;
+    if (put_any_body(b, value, depth) != OK) return FALLBACK;
+    return end_ld(b, val);
+}
+
+static int put_kv(Buf *b, unsigned char tag, PyObject *key, PyObject *value) {
+    RESERVE(b, 2);
+    Py_ssize_t at = begin_ld(b, tag);
+    if (put_kv_body(b, key, value, 0) != OK) return FALLBACK;
     return end_ld(b, at);
 }
 
@@ -545,6 +575,110 @@ done:
     return r;
 }
 
+/* -- log records -------------------------------------------------------------------- */
+
+/* A fixed64 timestamp field: None and 0 omitted, like the Python encoder. */
+static int put_time(Buf *b, unsigned char tag, PyObject *ts) {
+    if (ts == Py_None) return OK;
+    uint64_t t;
+    if (as_u64(ts, &t) != OK) return FALLBACK;
+    if (t) {
+        RESERVE(b, 9);
+        put_byte(b, tag);
+        put_le64(b, t);
+    }
+    return OK;
+}
+
+/* A string field omitted when None or empty; anything but an exact str: FALLBACK. */
+static int put_opt_str(Buf *b, unsigned char tag, PyObject *v) {
+    if (v == Py_None) return OK;
+    if (!PyUnicode_CheckExact(v)) return FALLBACK;
+    Py_ssize_t n;
+    const char *s = PyUnicode_AsUTF8AndSize(v, &n);
+    if (s == NULL) {
+        PyErr_Clear();
+        return FALLBACK;
+    }
+    return n ? put_str_bytes(b, tag, s, n) : OK;
+}
+
+static int put_log(Buf *b, PyObject *record) {
+    int r = FALLBACK;
+    PyObject *lr = attr(record, s_log_record);
+    if (lr == NULL) return FALLBACK;
+    PyObject *ts = NULL, *sev = NULL, *sev_value = NULL, *text = NULL, *body = NULL, *attrs = NULL,
+             *flags = NULL, *tid = NULL, *sid = NULL, *observed = NULL, *event_name = NULL;
+    if (Py_TYPE(lr) != g_log_record) goto done;
+    if ((ts = attr(lr, s_timestamp_l)) == NULL || (sev = attr(lr, s_severity_number)) == NULL ||
+        (text = attr(lr, s_severity_text)) == NULL || (body = attr(lr, s_body)) == NULL ||
+        (attrs = attr(lr, s_attributes_l)) == NULL || (flags = attr(lr, s_trace_flags)) == NULL ||
+        (tid = attr(lr, s_trace_id)) == NULL || (sid = attr(lr, s_span_id)) == NULL ||
+        (observed = attr(lr, s_observed)) == NULL || (event_name = attr(lr, s_event_name)) == NULL)
+        goto done;
+    if (put_time(b, 0x09, ts) != OK) goto done;
+    if (sev != Py_None) {
+        uint64_t v;
+        if (Py_TYPE(sev) != g_severity || (sev_value = attr(sev, s_value)) == NULL ||
+            as_u64(sev_value, &v) != OK || v > 127)
+            goto done;
+        if (v) {
+            RESERVE(b, 2);
+            put_byte(b, 0x10);
+            put_byte(b, (unsigned char)v);
+        }
+    }
+    if (put_opt_str(b, 0x1a, text) != OK) goto done;
+    RESERVE(b, 2);
+    Py_ssize_t at = begin_ld(b, 0x2a); /* present even for a None body */
+    if (put_any_body(b, body, 0) != OK || end_ld(b, at) != OK) goto done;
+    if (put_attributes(b, 0x32, 0x38, attrs) != OK) goto done;
+    if (Py_TYPE(flags) != g_trace_flags && !PyLong_CheckExact(flags)) goto done;
+    unsigned long long f = PyLong_AsUnsignedLongLong(flags);
+    if (f == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        goto done;
+    }
+    if (f >= ((unsigned long long)1 << 32)) goto done;
+    if (f) {
+        RESERVE(b, 5);
+        put_byte(b, 0x45);
+        put_le32(b, (uint32_t)f);
+    }
+    uint64_t hi, lo, span;
+    if (!PyLong_CheckExact(tid) || !PyLong_CheckExact(sid)) goto done;
+    if (as_id128(tid, &hi, &lo) != OK || as_u64(sid, &span) != OK) goto done;
+    RESERVE(b, 28);
+    if (hi || lo) {
+        put_byte(b, 0x4a);
+        put_byte(b, 16);
+        put_be64(b, hi);
+        put_be64(b, lo);
+    }
+    if (span) {
+        put_byte(b, 0x52);
+        put_byte(b, 8);
+        put_be64(b, span);
+    }
+    if (put_time(b, 0x59, observed) != OK) goto done;
+    if (put_opt_str(b, 0x62, event_name) != OK) goto done;
+    r = OK;
+done:
+    Py_DECREF(lr);
+    Py_XDECREF(ts);
+    Py_XDECREF(sev);
+    Py_XDECREF(sev_value);
+    Py_XDECREF(text);
+    Py_XDECREF(body);
+    Py_XDECREF(attrs);
+    Py_XDECREF(flags);
+    Py_XDECREF(tid);
+    Py_XDECREF(sid);
+    Py_XDECREF(observed);
+    Py_XDECREF(event_name);
+    return r;
+}
+
 /* -- module ------------------------------------------------------------------------- */
 
 static PyObject *try_encode_span(PyObject *self, PyObject *span);
@@ -582,6 +716,32 @@ static PyObject *try_encode_span(PyObject *self, PyObject *span) {
     Py_RETURN_NONE;
 }
 
+static PyObject *try_encode_log(PyObject *self, PyObject *record) {
+    (void)self;
+    if (g_log_fallback == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "otel_sched._speedups.configure_logs() was not called");
+        return NULL;
+    }
+    if (Py_TYPE(record) != g_readable_log) Py_RETURN_NONE;
+    Buf b;
+    b.p = b.stack;
+    b.len = 0;
+    b.cap = STACK_BYTES;
+    PyObject *out = NULL;
+    if (put_log(&b, record) == OK) out = PyBytes_FromStringAndSize(b.p, b.len);
+    if (b.p != b.stack) PyMem_Free(b.p);
+    if (out != NULL) return out;
+    PyErr_Clear();
+    Py_RETURN_NONE;
+}
+
+static PyObject *encode_log(PyObject *self, PyObject *record) {
+    PyObject *out = try_encode_log(self, record);
+    if (out != Py_None) return out;
+    Py_DECREF(out);
+    return PyObject_CallOneArg(g_log_fallback, record);
+}
+
 static int take_type(PyObject *obj, PyTypeObject **slot, const char *what) {
     if (!PyType_Check(obj)) {
         PyErr_Format(PyExc_TypeError, "configure(): %s must be a class, got %R", what, obj);
@@ -616,6 +776,24 @@ static PyObject *configure(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *configure_logs(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *fallback, *types[4];
+    if (!PyArg_ParseTuple(args, "OOOOO:configure_logs", &fallback, &types[0], &types[1], &types[2], &types[3]))
+        return NULL;
+    if (!PyCallable_Check(fallback)) {
+        PyErr_Format(PyExc_TypeError, "configure_logs(): fallback must be callable, got %R", fallback);
+        return NULL;
+    }
+    static const char *names[4] = {"ReadableLogRecord", "LogRecord", "SeverityNumber", "TraceFlags"};
+    PyTypeObject **slots[4] = {&g_readable_log, &g_log_record, &g_severity, &g_trace_flags};
+    for (int i = 0; i < 4; i++)
+        if (take_type(types[i], slots[i], names[i]) < 0) return NULL;
+    Py_INCREF(fallback);
+    Py_XSETREF(g_log_fallback, fallback);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"configure", configure, METH_VARARGS,
      "configure(fallback, trusted, ReadableSpan, BoundedAttributes, BoundedList, Event, Link, "
@@ -627,12 +805,21 @@ static PyMethodDef methods[] = {
     {"try_encode_span", try_encode_span, METH_O,
      "try_encode_span(span)\n--\n\nThe Span message, or None where encode_span would hand the span to "
      "the Python encoder."},
+    {"configure_logs", configure_logs, METH_VARARGS,
+     "configure_logs(fallback, ReadableLogRecord, LogRecord, SeverityNumber, TraceFlags)\n--\n\nThe "
+     "SDK classes of log records and the Python encoder to hand everything else to."},
+    {"encode_log", encode_log, METH_O,
+     "encode_log(record)\n--\n\nSerialized OTLP LogRecord message; what this module does not handle "
+     "goes to the configured Python encoder."},
+    {"try_encode_log", try_encode_log, METH_O,
+     "try_encode_log(record)\n--\n\nThe LogRecord message, or None where encode_log would hand the "
+     "record to the Python encoder."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "otel_sched._speedups",
-    "Compiled OTLP span encoder; see otel_sched._encoding.", -1, methods, NULL, NULL, NULL, NULL,
+    "Compiled OTLP span and log record encoder; see otel_sched._encoding.", -1, methods, NULL, NULL, NULL, NULL,
 };
 
 #define INTERN(var, text) \
@@ -656,6 +843,17 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     INTERN(s_value, "_value_");
     INTERN(s_status_code, "_status_code");
     INTERN(s_description, "_description");
+    INTERN(s_log_record, "log_record");
+    INTERN(s_timestamp_l, "timestamp");
+    INTERN(s_observed, "observed_timestamp");
+    INTERN(s_severity_number, "severity_number");
+    INTERN(s_severity_text, "severity_text");
+    INTERN(s_body, "body");
+    INTERN(s_attributes_l, "attributes");
+    INTERN(s_trace_flags, "trace_flags");
+    INTERN(s_trace_id, "trace_id");
+    INTERN(s_span_id, "span_id");
+    INTERN(s_event_name, "event_name");
     if ((g_sixty_four = PyLong_FromLong(64)) == NULL) return NULL;
     return PyModule_Create(&module);
 }

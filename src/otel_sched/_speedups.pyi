@@ -1,6 +1,7 @@
 from collections.abc import Callable
 from typing import Any
 
+from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk.trace import ReadableSpan
 
 def configure(
@@ -19,3 +20,13 @@ def configure(
 ) -> None: ...
 def encode_span(span: ReadableSpan, /) -> bytes: ...
 def try_encode_span(span: ReadableSpan, /) -> bytes | None: ...
+def configure_logs(
+    fallback: Callable[[ReadableLogRecord], bytes],
+    readable_log_record: type,
+    log_record: type,
+    severity_number: Any,
+    trace_flags: type,
+    /,
+) -> None: ...
+def encode_log(record: ReadableLogRecord, /) -> bytes: ...
+def try_encode_log(record: ReadableLogRecord, /) -> bytes | None: ...
