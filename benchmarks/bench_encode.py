@@ -9,8 +9,10 @@ exactly as a processor would see them.  The mix is an HTTP service: server spans
 some errors; log records with ~5 attributes and trace context; one resource with
 8 attributes; 3 scopes.
 
-Both sides encode the same batches of ``--batch`` items in the same process, in
-round-robin repetitions.  "ours" is what the pipeline does, via
+All sides encode the same batches of ``--batch`` items in the same process, in
+round-robin repetitions: stock, ours with the compiled encoder (where pip built it) and
+ours with the pure-Python one (the fallback without a C compiler).  "ours" is what the
+pipeline does, via
 ``encode_spans_request``: ``encode_span`` + ``span_envelopes`` per item, bucketing by
 envelope, one ``assemble_traces`` per batch (likewise for logs); "encode only" is
 just the per-item encode.  The encoder caches
@@ -182,12 +184,23 @@ def _clear_caches() -> None:
         cache.clear()
 
 
-def _ours(batches: list[Sequence[Any]], request: Callable[[Sequence[Any]], bytes]) -> Callable[[], None]:
+def _ours(
+    batches: list[Sequence[Any]],
+    request: Callable[[Sequence[Any]], bytes],
+    name: str,
+    encode: Callable[[Any], bytes],
+) -> Callable[[], None]:
     # encode_*_request is the pipeline's path: per item envelope lookup + encode_*,
-    # bucketing by envelope, then one assemble_* per batch.
+    # bucketing by envelope, then one assemble_* per batch; ``encode`` is put in as
+    # _encoding.<name> (the compiled or the pure-Python encoder) for the run.
     def run() -> None:
-        for batch in batches:
-            request(batch)
+        before = getattr(_encoding, name)
+        setattr(_encoding, name, encode)
+        try:
+            for batch in batches:
+                request(batch)
+        finally:
+            setattr(_encoding, name, before)
 
     return run
 
@@ -244,39 +257,67 @@ def main(argv: list[str] | None = None) -> int:
     gc.freeze()
     reps = args.reps
     results: dict[str, Any] = {}
-    for signal, n, stock_fn, ours_fn, only_fn in (
+    contenders = (
         (
             "spans",
             len(spans),
             stock_traces,
-            _ours(span_batches, _encoding.encode_spans_request),
-            _encode_only(span_batches, _encoding.encode_span),
+            span_batches,
+            _encoding.encode_spans_request,
+            "encode_span",
+            _encoding.encode_span_native,
+            _encoding.encode_span_python,
         ),
         (
             "logs",
             len(logs),
             stock_logs,
-            _ours(log_batches, _encoding.encode_logs_request),
-            _encode_only(log_batches, _encoding.encode_log),
+            log_batches,
+            _encoding.encode_logs_request,
+            "encode_log",
+            _encoding.encode_log_native,
+            _encoding.encode_log_python,
         ),
-    ):
-        samples = _time_interleaved({"stock": stock_fn, "ours": ours_fn, "only": only_fn}, reps)
+    )
+    if _encoding.encode_span_native is None:
+        print("(the compiled encoder was not built: the pure-Python one only)")
+    for signal, n, stock_fn, batches, request, name, native, python in contenders:
+        fns: dict[str, Callable[[], object]] = {"stock": stock_fn}
+        if native is not None:
+            fns["ours"] = _ours(batches, request, name, native)
+            fns["only"] = _encode_only(batches, native)
+        fns["python"] = _ours(batches, request, name, python)
+        fns["python_only"] = _encode_only(batches, python)
+        samples = _time_interleaved(fns, reps)
         stock = _summary(samples["stock"], n)
-        ours = _summary(samples["ours"], n)
-        only = _summary(samples["only"], n)
+        py = _summary(samples["python"], n)
+        py_only = _summary(samples["python_only"], n)
+        ours = _summary(samples["ours"], n) if native is not None else py
+        only = _summary(samples["only"], n) if native is not None else py_only
         results[signal] = {
             "items": n,
+            "compiled_encoder": native is not None,
             "stock_us_per_item": stock,
             "ours_us_per_item": ours,
             "ours_encode_only_us_per_item": only,
             "ratio_best": stock["best_us"] / ours["best_us"],
             "ratio_median": stock["median_us"] / ours["median_us"],
+            "python_us_per_item": py,
+            "python_encode_only_us_per_item": py_only,
+            "python_ratio_best": stock["best_us"] / py["best_us"],
+            "python_ratio_median": stock["median_us"] / py["median_us"],
         }
-        print(
-            f"{signal:5s}: stock {stock['best_us']:7.2f} us/item  ours {ours['best_us']:6.2f} us/item "
-            f"(encode only {only['best_us']:5.2f})  ratio {stock['best_us'] / ours['best_us']:5.1f}x "
-            f"(median {stock['median_us'] / ours['median_us']:4.1f}x)"
-        )
+        for label, mine, mine_only, shown in (
+            ("compiled", ours, only, native is not None),
+            ("pure Python", py, py_only, True),
+        ):
+            if shown:
+                print(
+                    f"{signal:5s}: stock {stock['best_us']:7.2f} us/item  ours ({label}) "
+                    f"{mine['best_us']:6.2f} us/item (encode only {mine_only['best_us']:5.2f})  "
+                    f"ratio {stock['best_us'] / mine['best_us']:5.1f}x "
+                    f"(median {stock['median_us'] / mine['median_us']:4.1f}x)"
+                )
 
     payload = {
         "benchmark": "encode",
