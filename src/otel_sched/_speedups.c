@@ -11,10 +11,11 @@
  * this module is always the Python encoder's, byte for byte (tests/test_encoding.py
  * checks both against the stock encoder).
  *
- * Threads: the GIL is held throughout and no Python code runs while the span is read
- * (exact builtin types and instance attributes only), so nothing can change the
- * span's dicts or deques mid-read; unlike the Python encoder this needs no copies of
- * a span that has not ended.
+ * Threads: the GIL is held throughout and no Python code runs while an item is read
+ * (exact builtin types and instance attributes only, and no GC-tracked allocation that
+ * could start a collection and its finalizers), so nothing can change the item's dicts
+ * or deques mid-read; unlike the Python encoder this needs no copies of a span that has
+ * not ended or of a log record's attributes.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -422,22 +423,22 @@ static int put_list(Buf *b, PyObject *seq, int (*put)(Buf *, PyObject *), unsign
     PyObject *items, *dropped;
     if (list_parts(seq, &items, &dropped) != OK) return FALLBACK;
     int r = OK;
-    PyObject *it = PyObject_GetIter(items);
-    if (it == NULL) {
+    /* By index, not through an iterator: an iterator is a GC-tracked allocation, which could
+     * start a collection, whose finalizers could run Python code mid-read. */
+    Py_ssize_t n = PySequence_Size(items);
+    if (n < 0) {
         PyErr_Clear();
         r = FALLBACK;
-    } else {
-        PyObject *item;
-        while ((item = PyIter_Next(it)) != NULL) {
-            r = put(b, item);
-            Py_DECREF(item);
-            if (r != OK) break;
-        }
-        if (PyErr_Occurred()) {
+    }
+    for (Py_ssize_t i = 0; r == OK && i < n; i++) {
+        PyObject *item = PySequence_GetItem(items, i);
+        if (item == NULL) {
             PyErr_Clear();
             r = FALLBACK;
+            break;
         }
-        Py_DECREF(it);
+        r = put(b, item);
+        Py_DECREF(item);
     }
     if (r == OK && dropped != NULL) r = put_count(b, dropped_tag, dropped);
     Py_DECREF(items);
