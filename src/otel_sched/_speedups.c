@@ -3,13 +3,14 @@
  *
  * Scope: an ended or live span of a trusted class (ReadableSpan, or a class that
  * _encoding._trusted_span_type judged to read its data from ReadableSpan's private
- * fields), whose parts have the SDK's own exact types and whose attribute values are
- * None/bool/str/int/float/bytes or a tuple/list of those.  Anything else -- another
- * class, an unusual type anywhere, a value stock would refuse or drop (an int outside
- * int64, a lone surrogate, an id out of range), a non-empty trace_state -- is handed
- * to the pure-Python encoder, which decides (and names the culprit); so the output of
- * this module is always the Python encoder's, byte for byte (tests/test_encoding.py
- * checks both against the stock encoder).
+ * fields) and a ReadableLogRecord over the API's LogRecord, whose parts have the SDK's
+ * own exact types and whose values are None/bool/str/int/float/bytes, tuples/lists and
+ * dicts with str keys (nested up to MAX_DEPTH).  Anything else -- another class, an
+ * unusual type anywhere, a value stock would refuse or drop (an int outside int64, a
+ * lone surrogate, an id out of range), a non-empty trace_state -- is handed to the
+ * pure-Python encoder, which decides (and names the culprit); so the output of this
+ * module is always the Python encoder's, byte for byte (tests/test_encoding.py checks
+ * both against the stock encoder, tests/test_native_encoder.py one against the other).
  *
  * Threads: the GIL is held throughout and no Python code runs while an item is read
  * (exact builtin types and instance attributes only, and no GC-tracked allocation that
