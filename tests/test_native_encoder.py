@@ -65,6 +65,19 @@ def _without_status(item: ReadableSpan) -> ReadableSpan:
     return item
 
 
+def _assert_decided_by_python(native: Any, python: Any, item: Any) -> None:
+    """Through the compiled entry point the Python encoder decides: same bytes, same errors."""
+    assert native is not None
+    try:
+        expected = python(item)
+    except EncodingError as exc:
+        with pytest.raises(EncodingError) as info:
+            native(item)
+        assert info.value.field == exc.field
+    else:
+        assert native(item) == expected
+
+
 def _native(item: ReadableSpan) -> bytes | None:
     try_native = _encoding.try_encode_span_native
     assert try_native is not None, "the compiled encoder (otel_sched._speedups) was not built"
@@ -167,17 +180,7 @@ def test_native_handles_what_the_sdk_makes() -> None:
 def test_native_hands_the_unusual_to_the_python_encoder(make: Any) -> None:
     item = make()
     assert _native(item) is None
-    native = _encoding.encode_span_native
-    assert native is not None
-    # Through the public entry point the Python encoder decides: same bytes, same errors.
-    try:
-        expected: Any = _encoding.encode_span_python(item)
-    except EncodingError as exc:
-        with pytest.raises(EncodingError) as info:
-            native(item)
-        assert info.value.field == exc.field
-    else:
-        assert native(item) == expected
+    _assert_decided_by_python(_encoding.encode_span_native, _encoding.encode_span_python, item)
 
 
 def test_native_judges_a_new_span_class_through_the_python_encoder() -> None:
@@ -307,13 +310,4 @@ def _with(record: ReadableLogRecord, **fields: Any) -> ReadableLogRecord:
 def test_native_hands_unusual_log_records_to_the_python_encoder(make: Any) -> None:
     record = make()
     assert _native_log(record) is None
-    native = _encoding.encode_log_native
-    assert native is not None
-    try:
-        expected: Any = _encoding.encode_log_python(record)
-    except EncodingError as exc:
-        with pytest.raises(EncodingError) as info:
-            native(record)
-        assert info.value.field == exc.field
-    else:
-        assert native(record) == expected
+    _assert_decided_by_python(_encoding.encode_log_native, _encoding.encode_log_python, record)

@@ -353,6 +353,33 @@ static int list_parts(PyObject *seq, PyObject **items, PyObject **dropped) {
 
 /* -- span parts --------------------------------------------------------------------- */
 
+/* A fixed64 timestamp field: None and 0 omitted, like the Python encoder. */
+static int put_time(Buf *b, unsigned char tag, PyObject *ts) {
+    if (ts == Py_None) return OK;
+    uint64_t t;
+    if (as_u64(ts, &t) != OK) return FALLBACK;
+    if (t) {
+        RESERVE(b, 9);
+        put_byte(b, tag);
+        put_le64(b, t);
+    }
+    return OK;
+}
+
+/* A string field omitted when None or empty; anything but an exact str: FALLBACK. */
+static int put_opt_str(Buf *b, unsigned char tag, PyObject *v) {
+    if (v == Py_None) return OK;
+    if (!PyUnicode_CheckExact(v)) return FALLBACK;
+    Py_ssize_t n;
+    const char *s = PyUnicode_AsUTF8AndSize(v, &n);
+    if (s == NULL) {
+        PyErr_Clear();
+        return FALLBACK;
+    }
+    return n ? put_str_bytes(b, tag, s, n) : OK;
+}
+
+
 static int put_event(Buf *b, PyObject *event) {
     if (Py_TYPE(event) != g_event) return FALLBACK;
     int r = FALLBACK;
@@ -360,26 +387,9 @@ static int put_event(Buf *b, PyObject *event) {
     PyObject *ts = attr(event, s_timestamp);
     PyObject *attrs = attr(event, s_attributes);
     if (name == NULL || ts == NULL || attrs == NULL) goto done;
-    RESERVE(b, 2 + 9);
+    RESERVE(b, 2);
     Py_ssize_t at = begin_ld(b, 0x5a);
-    if (ts != Py_None) {
-        uint64_t t;
-        if (as_u64(ts, &t) != OK) goto done;
-        if (t) {
-            put_byte(b, 0x09);
-            put_le64(b, t);
-        }
-    }
-    if (name != Py_None) {
-        if (!PyUnicode_CheckExact(name)) goto done;
-        Py_ssize_t n;
-        const char *s = PyUnicode_AsUTF8AndSize(name, &n);
-        if (s == NULL) {
-            PyErr_Clear();
-            goto done;
-        }
-        if (n && put_str_bytes(b, 0x12, s, n) != OK) goto done;
-    }
+    if (put_time(b, 0x09, ts) != OK || put_opt_str(b, 0x12, name) != OK) goto done;
     if (put_attributes(b, 0x1a, 0x20, attrs) != OK) goto done;
     r = end_ld(b, at);
 done:
@@ -460,16 +470,7 @@ static int put_status(Buf *b, PyObject *status) {
     if (value == NULL || as_u64(value, &c) != OK || c > 2) goto done;
     RESERVE(b, 4);
     Py_ssize_t at = begin_ld(b, 0x7a);
-    if (desc != Py_None) {
-        if (!PyUnicode_CheckExact(desc)) goto done;
-        Py_ssize_t n;
-        const char *s = PyUnicode_AsUTF8AndSize(desc, &n);
-        if (s == NULL) {
-            PyErr_Clear();
-            goto done;
-        }
-        if (n && put_str_bytes(b, 0x12, s, n) != OK) goto done;
-    }
+    if (put_opt_str(b, 0x12, desc) != OK) goto done;
     if (c) {
         RESERVE(b, 2);
         put_byte(b, 0x18);
@@ -531,16 +532,7 @@ static int put_span(Buf *b, PyObject *span) {
         put_byte(b, 8);
         put_be64(b, psid);
     }
-    if (name != Py_None) {
-        if (!PyUnicode_CheckExact(name)) goto done;
-        Py_ssize_t n;
-        const char *s = PyUnicode_AsUTF8AndSize(name, &n);
-        if (s == NULL) {
-            PyErr_Clear();
-            goto done;
-        }
-        if (n && put_str_bytes(b, 0x2a, s, n) != OK) goto done;
-    }
+    if (put_opt_str(b, 0x2a, name) != OK) goto done;
     uint64_t k, t0, t1;
     if (Py_TYPE(kind) != g_span_kind || (kind_value = attr(kind, s_value)) == NULL ||
         as_u64(kind_value, &k) != OK || k > 126)
@@ -578,32 +570,6 @@ done:
 }
 
 /* -- log records -------------------------------------------------------------------- */
-
-/* A fixed64 timestamp field: None and 0 omitted, like the Python encoder. */
-static int put_time(Buf *b, unsigned char tag, PyObject *ts) {
-    if (ts == Py_None) return OK;
-    uint64_t t;
-    if (as_u64(ts, &t) != OK) return FALLBACK;
-    if (t) {
-        RESERVE(b, 9);
-        put_byte(b, tag);
-        put_le64(b, t);
-    }
-    return OK;
-}
-
-/* A string field omitted when None or empty; anything but an exact str: FALLBACK. */
-static int put_opt_str(Buf *b, unsigned char tag, PyObject *v) {
-    if (v == Py_None) return OK;
-    if (!PyUnicode_CheckExact(v)) return FALLBACK;
-    Py_ssize_t n;
-    const char *s = PyUnicode_AsUTF8AndSize(v, &n);
-    if (s == NULL) {
-        PyErr_Clear();
-        return FALLBACK;
-    }
-    return n ? put_str_bytes(b, tag, s, n) : OK;
-}
 
 static int put_log(Buf *b, PyObject *record) {
     int r = FALLBACK;
