@@ -85,7 +85,8 @@ def test_spans_are_encoded_natively_unless_turned_off_and_arrive_the_same(
     provider.shutdown()
 
 
-def test_log_records_take_the_fast_path(receiver: OTLPReceiver) -> None:
+def test_log_records_take_the_fast_path(receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OTEL_PYTHON_SCHED_NATIVE_ENCODER", raising=False)  # the default encoder
     provider = LoggerProvider(resource=RESOURCE)
     processor = ScheduledLogRecordProcessor(HttpLogExporter(endpoint=receiver.logs_url))
     provider.add_log_record_processor(processor)
