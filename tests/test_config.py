@@ -180,6 +180,7 @@ def test_docs_configuration_table_matches_the_code() -> None:
         ("OTEL_PYTHON_SCHED_MAX_CONCURRENT_EXPORTS", "0"),
         ("OTEL_PYTHON_SCHED_ADAPTIVE_CONCURRENCY", "sometimes"),
         ("OTEL_PYTHON_SCHED_OTLP_FAST_PATH", "maybe"),
+        ("OTEL_PYTHON_SCHED_NATIVE_ENCODER", "maybe"),
         ("OTEL_PYTHON_SCHED_ENDPOINTS", "collector:4318"),
         ("OTEL_PYTHON_SCHED_SPOOL_MAX_BYTES", "12"),
         ("OTEL_PYTHON_SCHED_SPOOL_MAX_AGE_MILLIS", "-1"),

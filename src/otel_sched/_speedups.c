@@ -649,13 +649,31 @@ done:
 
 /* -- module ------------------------------------------------------------------------- */
 
+/* The message ``put`` writes for ``item`` as bytes; None where it hands the item back. */
+static PyObject *encoded(int (*put)(Buf *, PyObject *), PyObject *item) {
+    Buf b;
+    b.p = b.stack;
+    b.len = 0;
+    b.cap = STACK_BYTES;
+    PyObject *out = NULL;
+    if (put(&b, item) == OK) out = PyBytes_FromStringAndSize(b.p, b.len);
+    if (b.p != b.stack) PyMem_Free(b.p);
+    if (out != NULL) return out;
+    PyErr_Clear();
+    Py_RETURN_NONE;
+}
+
+/* try_encode(item), or else fallback(item): the Python encoder then decides. */
+static PyObject *or_fallback(PyObject *out, PyObject *fallback, PyObject *item) {
+    if (out != Py_None) return out; /* the bytes, or NULL with the error set */
+    Py_DECREF(out);
+    return PyObject_CallOneArg(fallback, item);
+}
+
 static PyObject *try_encode_span(PyObject *self, PyObject *span);
 
 static PyObject *encode_span(PyObject *self, PyObject *span) {
-    PyObject *out = try_encode_span(self, span);
-    if (out != Py_None) return out;  /* the bytes, or NULL with the error set */
-    Py_DECREF(out);
-    return PyObject_CallOneArg(g_fallback, span);  /* judges a new class, or what is not handled here */
+    return or_fallback(try_encode_span(self, span), g_fallback, span); /* it also judges new classes */
 }
 
 static PyObject *try_encode_span(PyObject *self, PyObject *span) {
@@ -672,16 +690,7 @@ static PyObject *try_encode_span(PyObject *self, PyObject *span) {
             Py_RETURN_NONE;
         }
     }
-    Buf b;
-    b.p = b.stack;
-    b.len = 0;
-    b.cap = STACK_BYTES;
-    PyObject *out = NULL;
-    if (put_span(&b, span) == OK) out = PyBytes_FromStringAndSize(b.p, b.len);
-    if (b.p != b.stack) PyMem_Free(b.p);
-    if (out != NULL) return out;
-    PyErr_Clear();
-    Py_RETURN_NONE;
+    return encoded(put_span, span);
 }
 
 static PyObject *try_encode_log(PyObject *self, PyObject *record) {
@@ -691,23 +700,11 @@ static PyObject *try_encode_log(PyObject *self, PyObject *record) {
         return NULL;
     }
     if (Py_TYPE(record) != g_readable_log) Py_RETURN_NONE;
-    Buf b;
-    b.p = b.stack;
-    b.len = 0;
-    b.cap = STACK_BYTES;
-    PyObject *out = NULL;
-    if (put_log(&b, record) == OK) out = PyBytes_FromStringAndSize(b.p, b.len);
-    if (b.p != b.stack) PyMem_Free(b.p);
-    if (out != NULL) return out;
-    PyErr_Clear();
-    Py_RETURN_NONE;
+    return encoded(put_log, record);
 }
 
 static PyObject *encode_log(PyObject *self, PyObject *record) {
-    PyObject *out = try_encode_log(self, record);
-    if (out != Py_None) return out;
-    Py_DECREF(out);
-    return PyObject_CallOneArg(g_log_fallback, record);
+    return or_fallback(try_encode_log(self, record), g_log_fallback, record);
 }
 
 static int take_type(PyObject *obj, PyTypeObject **slot, const char *what) {
