@@ -56,19 +56,24 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import logging
 import os
 import re
 import sqlite3
 import stat
 import struct
+import sys
 import time
 import weakref
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
+
+try:
+    import fcntl
+except ImportError:  # Windows: the package imports, the spool reports itself unavailable
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["Spool", "SpoolLocked", "SpoolUnavailable", "SpooledBatch", "worker_directory"]
 
@@ -240,6 +245,11 @@ class Spool:
             raise self._unavailable(exc) from exc
 
     def _acquire_lock(self) -> None:
+        if fcntl is None:
+            raise SpoolUnavailable(
+                f"spool directory {self.directory!r} cannot be used: the spool needs POSIX file locking "
+                f"(fcntl), which this platform ({sys.platform}) does not have"
+            )
         try:
             fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         except OSError as exc:
