@@ -820,5 +820,16 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     INTERN(s_span_id, "span_id");
     INTERN(s_event_name, "event_name");
     if ((g_sixty_four = PyLong_FromLong(64)) == NULL) return NULL;
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+#ifdef Py_GIL_DISABLED
+    /* Py_mod_gil for a single-phase module.  The encoder reads an item's containers without locking
+       them and keeps module-level state (configure_logs): it relies on the GIL.  setup.py does not
+       build it for free-threaded interpreters; a hand-made build at least says so, and importing it
+       re-enables the GIL with the interpreter's own warning instead of racing. */
+    if (m != NULL && PyUnstable_Module_SetGIL(m, Py_MOD_GIL_USED) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+#endif
+    return m;
 }
