@@ -20,10 +20,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext
 
 from ._boost import _MARKED
+from ._sdk_fields import FAST_SPAN
 from ._task import Signal, Task
 
 __all__ = [
@@ -271,7 +271,7 @@ def _unit_cost(item: Any) -> int:
 
 def _span_trace_id(span: Any) -> int:
     # ReadableSpan.context and SpanContext.trace_id are properties over a field and a tuple slot.
-    context = span._context if span.__class__ is ReadableSpan else span.context
+    context = span._context if span.__class__ is FAST_SPAN else span.context
     if context is None:
         return 0
     return context[0] if context.__class__ is SpanContext else context.trace_id

@@ -88,6 +88,8 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags, TraceState
 from opentelemetry.trace.status import Status, StatusCode
 
+from ._sdk_fields import FAST_ATTRIBUTES, FAST_SPAN, SPAN_FIELDS
+
 __all__ = [
     "EncodingError",
     "Envelope",
@@ -480,7 +482,7 @@ def _unwrap(attributes: Any) -> tuple[Any, int]:
     """(mapping to iterate, dropped count) without the ABC isinstance checks and the
     Mapping mixin's per-key ``__getitem__`` that BoundedAttributes otherwise costs."""
     cls = attributes.__class__
-    if cls is BoundedAttributes:
+    if cls is FAST_ATTRIBUTES:
         # Copied unless immutable; dict.copy() is atomic under the GIL.
         return (attributes._dict if attributes._immutable else attributes._dict.copy()), attributes.dropped
     if attributes is None or cls is dict:
@@ -565,7 +567,7 @@ def _list_and_dropped(seq: Any, ended: bool) -> tuple[Any, int]:
     return seq, (seq.dropped if isinstance(seq, BoundedList) else 0)
 
 
-def encode_span_python(span: ReadableSpan) -> bytes:
+def _encode_span_fields(span: ReadableSpan) -> bytes:
     """Serialized ``opentelemetry.proto.trace.v1.Span`` message for an ended ``span`` (pure Python)."""
     # `field` only names the culprit in the error message; a local store is ~free.
     field = "span"
@@ -812,6 +814,24 @@ def encode_span_python(span: ReadableSpan) -> bytes:
         raise EncodingError(field, exc) from exc
 
 
+def _encode_span_public(span: ReadableSpan) -> bytes:
+    """The same message through the SDK's own encoder, which reads only public properties: for an
+    SDK whose private fields moved (``_sdk_fields``)."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    try:
+        request = encode_spans([span])
+        return bytes(request.resource_spans[0].scope_spans[0].spans[0].SerializeToString())
+    except Exception as exc:
+        raise EncodingError("span", exc) from exc
+
+
+encode_span_python: Callable[[ReadableSpan], bytes] = (
+    _encode_span_fields if SPAN_FIELDS else _encode_span_public
+)
+"""Serialized ``opentelemetry.proto.trace.v1.Span`` message for an ended ``span`` (pure Python)."""
+
+
 # The compiled encoder (``_speedups.c``, built by ``pip install`` where a C compiler is found)
 # writes the same bytes for the spans it handles -- a trusted class with the SDK's own part
 # types -- and hands every other span to encode_span_python, which then also judges new classes.
@@ -820,6 +840,9 @@ try:
     from . import _speedups
 except ImportError:  # built without a compiler: the Python encoder alone
     _speedups = None
+if not SPAN_FIELDS:  # it reads the same private fields
+    _speedups = None
+if _speedups is None:
     encode_span_native: Callable[[ReadableSpan], bytes] | None = None
     try_encode_span_native: Callable[[ReadableSpan], bytes | None] | None = None
 else:
@@ -852,7 +875,7 @@ _SEVERITY_BY_VALUE: Final = {sev.value: _int32_enum_field(b"\x10", sev.value) fo
 _BODY_HEADS: Final = tuple(b"\x2a" + head for head in _STR_HEADS)
 
 
-def encode_log_python(record: ReadableLogRecord) -> bytes:
+def _encode_log_fields(record: ReadableLogRecord) -> bytes:
     """Serialized ``opentelemetry.proto.logs.v1.LogRecord`` message for ``record`` (pure Python)."""
     field = "log_record"
     try:
@@ -892,7 +915,7 @@ def encode_log_python(record: ReadableLogRecord) -> bytes:
             append(_ld(b"\x2a", _any(body)))
         field = "attributes"
         attributes = lr.attributes
-        if attributes.__class__ is BoundedAttributes and record.__class__ is ReadableLogRecord:
+        if attributes.__class__ is FAST_ATTRIBUTES and record.__class__ is ReadableLogRecord:
             dropped = attributes.dropped
             attributes = attributes._dict
         else:
@@ -955,6 +978,23 @@ def encode_log_python(record: ReadableLogRecord) -> bytes:
         raise
     except Exception as exc:
         raise EncodingError(field, exc) from exc
+
+
+def _encode_log_public(record: ReadableLogRecord) -> bytes:
+    """The same message through the SDK's own encoder (see ``_encode_span_public``)."""
+    from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
+
+    try:
+        request = encode_logs([record])
+        return bytes(request.resource_logs[0].scope_logs[0].log_records[0].SerializeToString())
+    except Exception as exc:
+        raise EncodingError("log_record", exc) from exc
+
+
+encode_log_python: Callable[[ReadableLogRecord], bytes] = (
+    _encode_log_fields if SPAN_FIELDS else _encode_log_public
+)
+"""Serialized ``opentelemetry.proto.logs.v1.LogRecord`` message for ``record`` (pure Python)."""
 
 
 # The compiled encoder's log records: an exact ReadableLogRecord over the API's LogRecord, with
@@ -1111,7 +1151,7 @@ def span_envelopes(span: ReadableSpan) -> tuple[Envelope, Envelope]:
     """(resource, scope) envelopes for ``span``; grouping uses their ``key``."""
     sp: Any = span
     cls = sp.__class__
-    if cls is ReadableSpan or _TRUSTED_SPAN_TYPES.get(cls):
+    if cls is FAST_SPAN or _TRUSTED_SPAN_TYPES.get(cls):
         resource = sp._resource
         scope = sp._instrumentation_scope
     else:

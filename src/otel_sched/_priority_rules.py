@@ -79,11 +79,11 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any, TypeAlias
 
-from opentelemetry.attributes import BoundedAttributes
-from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from otel_sched._task import PriorityClass, Signal
+
+from ._sdk_fields import FAST_ATTRIBUTES, FAST_SPAN
 
 __all__ = [
     "DEFAULT_RULES",
@@ -580,16 +580,15 @@ def _event_name(item: Any) -> Any:
 
 
 def _span_attributes(item: Any) -> Any:
-    try:
-        attributes = item._attributes
-    except AttributeError:  # not an SDK span: use the public property
+    if item.__class__ is not FAST_SPAN:  # another span class, or an SDK whose fields moved
         return item.attributes
-    return attributes._dict if attributes.__class__ is BoundedAttributes else attributes
+    attributes = item._attributes
+    return attributes._dict if attributes.__class__ is FAST_ATTRIBUTES else attributes
 
 
 def _log_attributes(item: Any) -> Any:
     attributes = item.log_record.attributes
-    return attributes._dict if attributes.__class__ is BoundedAttributes else attributes
+    return attributes._dict if attributes.__class__ is FAST_ATTRIBUTES else attributes
 
 
 def _resource_attributes(item: Any) -> Any:
@@ -597,7 +596,7 @@ def _resource_attributes(item: Any) -> Any:
     if resource is None:
         return None
     attributes = resource.attributes
-    return attributes._dict if attributes.__class__ is BoundedAttributes else attributes
+    return attributes._dict if attributes.__class__ is FAST_ATTRIBUTES else attributes
 
 
 def _attr_text(value: Any) -> str:
@@ -743,7 +742,7 @@ _status_code_of = attrgetter("status.status_code")
 def _span_status_code(item: Any) -> Any:
     # ReadableSpan.status and Status.status_code are properties returning a field: for the exact
     # SDK classes (the usual case) the fields are read directly, as the encoder does.
-    if item.__class__ is ReadableSpan:
+    if item.__class__ is FAST_SPAN:
         status = item._status
         if status.__class__ is Status:
             return status._status_code
