@@ -175,38 +175,35 @@ _NO_CONTEXT = Context()
 _new_object = object.__new__
 
 
-class _LogSnapshot(tuple):  # type: ignore[type-arg]
-    """(API log record copy, resource, scope, limits), taken on the application thread."""
-
-    __slots__ = ()
-
-
 def snapshot_log(record: Any) -> Any:
     """At ``on_emit``: what the stock processor's copy protects, for a fraction of its cost.
 
-    A shallow copy of the API record (a processor registered after ours that sets ``body`` or
+    The API record's fields (a processor registered after ours that sets ``body`` or
     ``attributes`` changes its own record, not ours) without the Context, which may be large,
-    plus the record's resource, scope and limits as they are now.
+    plus the record's resource, scope and limits as they are now.  The record itself is rebuilt
+    on the scheduler thread.
     """
     if not isinstance(record, ReadWriteLogRecord):
         return record
     api = record.log_record
     try:
         fields = api.__dict__.copy()
-        fields["context"] = _NO_CONTEXT
-        copied = _new_object(type(api))
-        copied.__dict__ = fields
-    except (AttributeError, TypeError):  # an API record without a plain __dict__
-        copied = copy.copy(api)
-        copied.context = _NO_CONTEXT
-    return _LogSnapshot((copied, record.resource, record.instrumentation_scope, record.limits))
+    except AttributeError:  # an API record without a __dict__: the stock processor's copy
+        api = copy.copy(api)
+        api.context = _NO_CONTEXT
+        return ReadWriteLogRecord(api, record.resource, record.instrumentation_scope, record.limits)
+    fields["context"] = _NO_CONTEXT
+    # A plain tuple (no span or log record is one): the cheapest object to build here.
+    return (type(api), fields, record.resource, record.instrumentation_scope, record.limits)
 
 
 def _readable_log(record: Any) -> Any:
     """The stock BatchLogRecordProcessor's ReadableLogRecord, built from the on_emit snapshot."""
-    if type(record) is _LogSnapshot:
-        api_record, resource, scope, limits = record
-    elif isinstance(record, ReadWriteLogRecord):  # a subclass, or offered without snapshot_log
+    if type(record) is tuple:  # from snapshot_log
+        kind, fields, resource, scope, limits = record
+        api_record = _new_object(kind)
+        api_record.__dict__ = fields
+    elif isinstance(record, ReadWriteLogRecord):  # offered without snapshot_log
         api_record = copy.copy(record.log_record)
         api_record.context = _NO_CONTEXT
         resource, scope, limits = record.resource, record.instrumentation_scope, record.limits
