@@ -53,7 +53,9 @@ def test_a_mock_exporter_gets_export_called(factory: Any, caplog: pytest.LogCapt
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
-def test_an_exporter_returning_none_delivers_and_says_so_once_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+def test_an_exporter_returning_none_delivers_and_says_so_once_at_debug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     class ReturnsNothing:  # a class of its own: the note is once per exporter class
         def __init__(self) -> None:
             self.names: list[str] = []
@@ -138,7 +140,9 @@ def test_what_is_exported_is_what_was_emitted_and_the_context_is_not_kept() -> N
     payload_ref = weakref.ref(payload)
     ctx = otel_context.set_value("big", payload)
     logger.emit(
-        LogRecord(body="original", attributes={"user": "alice"}, severity_number=SeverityNumber.WARN, context=ctx)
+        LogRecord(
+            body="original", attributes={"user": "alice"}, severity_number=SeverityNumber.WARN, context=ctx
+        )
     )
     del payload, ctx
     gc.collect()
@@ -201,7 +205,10 @@ def test_queue_size_and_drops_are_current_right_after_on_end(monkeypatch: pytest
     data = reader.get_metrics_data()
     assert data is not None
     points = {
-        m.name: m.data.data_points for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+        m.name: m.data.data_points
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
     }
     assert [p.value for p in points["otel.sdk.processor.span.queue.size"]] == [20]
     processed = {p.attributes.get("error.type"): p.value for p in points["otel.sdk.processor.span.processed"]}

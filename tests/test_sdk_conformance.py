@@ -439,7 +439,7 @@ def test_invalid_arguments_raise_value_error_before_the_exporter_is_looked_at(
     kind: Kind, arguments: dict[str, int]
 ) -> None:
     # Upstream passes None as the exporter: the arguments are checked first.
-    with pytest.raises(ValueError, match="max_queue_size|schedule_delay_millis|max_export_batch_size"):
+    with pytest.raises(ValueError, match=r"max_queue_size|schedule_delay_millis|max_export_batch_size"):
         kind.cls(None, **arguments)
     with pytest.raises(ValueError):  # a real exporter changes nothing
         kind.cls(InMemoryLogRecordExporter(), **arguments)

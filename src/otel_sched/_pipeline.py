@@ -599,12 +599,12 @@ class Pipeline:
     def processed_counts(self) -> dict[str | None, int]:
         """``otel.sdk.processor.*.processed`` as the SDK counts it: items handed to the exporter
         (key None) and items dropped before that, by SDK ``error.type``."""
-        counts: dict[str | None, int] = dict(self.stats.sdk_dropped)
+        counts: dict[str | None, int] = {None: self.stats.submitted}
+        counts.update(self.stats.sdk_dropped)
         for reason, n in self.stats.app_drop_counts().items():
             if n:
                 key = sdk_error_type(reason)
                 counts[key] = counts.get(key, 0) + n
-        counts[None] = self.stats.submitted
         return counts
 
     # -- requests from any thread ------------------------------------------------------------------------
@@ -676,7 +676,9 @@ class Pipeline:
                         due = math.inf if deadline is None else deadline
                     if len(self._intake) <= self._wake_after and not self._completions and not self._requests:
                         self._sleeping = True
-                        if len(self._intake) <= self._wake_after:  # re-check: an offer may have missed the flag
+                        if (
+                            len(self._intake) <= self._wake_after
+                        ):  # re-check: an offer may have missed the flag
                             # A little past the deadline, so that what is due is due when we look.
                             self._wake.wait(None if due == math.inf else max(due - now, 0.0) + 0.0005)
                         self._sleeping = False
@@ -687,7 +689,7 @@ class Pipeline:
                     due = -math.inf
                     if self._step(now):
                         return
-                except Exception:  # supervised: one failing step must not stop the pipeline for good
+                except Exception:  # noqa: BLE001 - supervised: one failing step must not stop the pipeline
                     due = -math.inf
                     self._recover()
         finally:

@@ -167,7 +167,14 @@ class ScheduledSpanProcessor(_Scheduled, SpanProcessor):
         stock = _stock_options(
             max_queue_size, schedule_delay_millis, max_export_batch_size, export_timeout_millis
         )
-        self._start(Signal.TRACES, span_exporter, "span_exporter", meter_provider, exporter_factory, {**stock, **options})
+        self._start(
+            Signal.TRACES,
+            span_exporter,
+            "span_exporter",
+            meter_provider,
+            exporter_factory,
+            {**stock, **options},
+        )
         self._offer = self._pipeline.offer
 
     @property

@@ -21,7 +21,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -92,7 +92,7 @@ class Setup:
     is_global: bool = False
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Flush traces and logs concurrently within one deadline; False if ``timeout_millis`` passes first."""
+        """Flush traces and logs concurrently, within one deadline; False if ``timeout_millis`` passes."""
         calls = [
             functools.partial(provider.force_flush, timeout_millis)
             for provider in (self.tracer_provider, self.logger_provider)
@@ -107,7 +107,11 @@ class Setup:
             logging.getLogger().removeHandler(self.logging_handler)
             self.logging_handler = None
         _concurrently(
-            [provider.shutdown for provider in (self.tracer_provider, self.logger_provider) if provider is not None],
+            [
+                provider.shutdown
+                for provider in (self.tracer_provider, self.logger_provider)
+                if provider is not None
+            ],
             None,
         )
 
@@ -129,7 +133,7 @@ class Setup:
         return out
 
 
-def _concurrently(calls: list[Callable[[], Any]], timeout_s: float | None) -> bool:
+def _concurrently(calls: Sequence[Callable[[], Any]], timeout_s: float | None) -> bool:
     """Run ``calls`` at the same time; True if every one returned a true value (or None) before
     ``timeout_s`` (None: each call bounds itself).
 
@@ -144,7 +148,10 @@ def _concurrently(calls: list[Callable[[], Any]], timeout_s: float | None) -> bo
             _logger.exception("otel-sched: %r raised", calls[i])
 
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    threads = [threading.Thread(target=run, args=(i,), name="otel-sched-flush", daemon=True) for i in range(len(calls))]
+    threads = [
+        threading.Thread(target=run, args=(i,), name="otel-sched-flush", daemon=True)
+        for i in range(len(calls))
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
