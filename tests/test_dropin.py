@@ -39,7 +39,7 @@ def _spans(tracer: Any, n: int, prefix: str = "op") -> None:
             pass
 
 
-@pytest.mark.parametrize("factory", [mock.Mock, mock.MagicMock])
+@pytest.mark.parametrize("factory", [mock.Mock, mock.MagicMock, mock.AsyncMock])
 def test_a_mock_exporter_gets_export_called(factory: Any, caplog: pytest.LogCaptureFixture) -> None:
     exporter = factory()
     processor = ScheduledSpanProcessor(exporter)

@@ -240,9 +240,11 @@ class Lane:
 
     async def export_async(self, job: Job) -> None:
         items = [t.item for t in job.batch]
-        # The same test as ``is_async`` chose this lane by: a coroutine function, not an attribute.
-        aexport = getattr(self.exporter, "aexport", None)
-        method = aexport if inspect.iscoroutinefunction(aexport) else self.exporter.export
+        # ``export`` itself when it is a coroutine function (an AsyncMock's is); ``aexport`` only for
+        # an exporter whose ``export`` is sync.  Tested as ``is_async`` tests: by what is called.
+        method = self.exporter.export
+        if not inspect.iscoroutinefunction(method):
+            method = self.exporter.aexport
         token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
         start = time.monotonic()
         try:
@@ -495,10 +497,12 @@ class LanePool:
         try:
             shutdown = exporter.shutdown
             remaining = max((deadline or time.monotonic() + 5) - time.monotonic(), 0.0) * 1000.0
+            # As the SDK decides: by the signature, never by trying (a TypeError may be the exporter's own).
             try:
-                result = shutdown(timeout_millis=remaining)
-            except TypeError:
-                result = shutdown()
+                takes_timeout = "timeout_millis" in inspect.signature(shutdown).parameters
+            except (TypeError, ValueError):
+                takes_timeout = False
+            result = shutdown(timeout_millis=remaining) if takes_timeout else shutdown()
             if inspect.isawaitable(result):
                 if self._loop is not None and self._loop.is_running():
                     asyncio.run_coroutine_threadsafe(_awaited(result), self._loop).result(
