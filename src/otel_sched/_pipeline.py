@@ -330,7 +330,7 @@ class Pipeline:
         self._batch_factor = 1.0
         self._app_drops_reported: dict[str, int] = {}
         self._step_failures = 0
-        self._unaccounted = 0  # items missing from the balance, already counted as internal_error
+        self._unaccounted = 0  # the balance's gap after the last failed step's items were counted
         prefix = f"otel-sched-{cfg.signal.value}"
         self._build_pool(prefix)
         # Resolved once per build (after fork too): the per-item loop has no fast-path branch.
@@ -722,11 +722,14 @@ class Pipeline:
                 + self.queues.count
                 + self._in_flight
             )
-            lost = self.classifier.last_seq - accounted - self._unaccounted
+            # Measured against the gap left after the previous failure (never counted twice).
+            gap = self.classifier.last_seq - accounted
+            lost = gap - self._unaccounted
             if lost > 0:
                 stats.dropped["internal_error"] += lost
                 stats.sdk_dropped["internal_error"] += lost
-            self._unaccounted = max(self._unaccounted, self.classifier.last_seq - accounted)
+                gap -= lost
+            self._unaccounted = gap
         except Exception:  # pragma: no cover - counting must not take the thread down either
             _logger.debug("otel-sched: could not count the items of a failed step", exc_info=True)
         self._wake.wait(0.01)  # a step failing every time must not spin a core
