@@ -23,12 +23,23 @@ from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation, g
 
 from ._task import PriorityClass, Signal, Task
 
-__all__ = ["METRIC_TENANTS", "SelfMetrics", "Stats", "jain_index"]
+__all__ = ["METRIC_TENANTS", "SelfMetrics", "Stats", "jain_index", "sdk_error_type"]
 
 METRIC_TENANTS = 50
 _SAMPLES = 2048
 _MAX_TENANT_ROWS_FACTOR = 2
 _CLASS_NAMES = [c.name.lower() for c in PriorityClass]
+
+# Our drop reasons that mean what the SDK calls ``queue_full``: no room for the item.  The others
+# keep their own name as ``error.type`` (the semantic conventions allow any low-cardinality value).
+_QUEUE_FULL = frozenset(
+    {"queue_full", "intake_full", "shed_priority", "shed_fair_share", "shed_trace", "memory_pressure"}
+)
+
+
+def sdk_error_type(reason: str) -> str:
+    """The ``error.type`` of ``otel.sdk.processor.*.processed`` for one of our drop reasons."""
+    return "queue_full" if reason in _QUEUE_FULL else reason
 
 
 def _percentiles(samples: Iterable[float]) -> dict[str, float]:
@@ -80,6 +91,9 @@ class Stats:
         self.replayed_batches = 0
         self.replayed_items = 0  # taken back from the spool and exported (counted in exported too)
         self.dropped: Counter[str] = Counter()
+        # As the SDK's processed metric counts: handed to the exporter, or dropped before (by error.type).
+        self.submitted = 0
+        self.sdk_dropped: Counter[str] = Counter()
         self.class_exported = [0] * len(PriorityClass)
         self.class_dropped = [0] * len(PriorityClass)
         self.deadline_missed = [0] * len(PriorityClass)  # exported (or sent) after enqueue + max age
@@ -203,6 +217,8 @@ class SelfMetrics:
         capacity: int,
         queue_size: Callable[[], int],
         gauges: Callable[[], dict[str, float]],
+        processed: Callable[[], dict[str | None, int]],
+        sync: Callable[[], None],
     ) -> None:
         self.enabled = enabled
         self._tenants: set[str] = set()
@@ -210,13 +226,28 @@ class SelfMetrics:
             return
         noun = "span" if signal is Signal.TRACES else "log"
         kind = "batching_span_processor" if signal is Signal.TRACES else "batching_log_processor"
+        # The SDK's component type (we are a batching processor) and its "{type}/{n}" name form; our
+        # own numbering, so the name never collides with a stock processor's in the same process.
         self._attrs = {
             "otel.component.type": kind,
-            "otel.component.name": f"otel_sched_{noun}_processor/{next(self._instances)}",
+            "otel.component.name": f"{kind}/otel_sched_{next(self._instances)}",
         }
         meter = (meter_provider or get_meter_provider()).get_meter("otel_sched")
-        self._processed = meter.create_counter(
+
+        # Observable, read from the pipeline's live counts at collection time (after the scheduler
+        # has caught up with the intake): the values the SDK's synchronous instruments would hold,
+        # with nothing recorded on the application thread.
+        def observe_processed(_options: CallbackOptions) -> Iterable[Observation]:
+            sync()
+            return [
+                Observation(n, self._attrs if error is None else {**self._attrs, "error.type": error})
+                for error, n in processed().items()
+                if n
+            ]
+
+        meter.create_observable_counter(
             f"otel.sdk.processor.{noun}.processed",
+            callbacks=[observe_processed],
             unit=f"{{{noun}}}",
             description=f"The number of {noun}s for which the processing has finished, "
             "either successful or failed.",
@@ -230,6 +261,7 @@ class SelfMetrics:
         capacity_counter.add(capacity, self._attrs)
 
         def observe_queue(_options: CallbackOptions) -> Iterable[Observation]:
+            sync()
             return (Observation(queue_size(), self._attrs),)
 
         meter.create_observable_up_down_counter(
@@ -274,7 +306,6 @@ class SelfMetrics:
     def exported(self, count: int, seconds: float) -> None:
         if not self.enabled:
             return
-        self._processed.add(count, self._attrs)
         self._latency.record(seconds, self._attrs)
 
     def waited(self, waits: list[float]) -> None:
@@ -287,7 +318,6 @@ class SelfMetrics:
         """Drops on the application thread (intake full, after shutdown, recursion): not classified yet."""
         if not self.enabled or count <= 0:
             return
-        self._processed.add(count, {**self._attrs, "error.type": reason})
         self._dropped.add(
             count,
             {
@@ -304,7 +334,6 @@ class SelfMetrics:
             return
         grouped: Counter[tuple[str, int, str]] = Counter(drops)
         for (reason, priority, tenant), n in grouped.items():
-            self._processed.add(n, {**self._attrs, "error.type": reason})
             self._dropped.add(
                 n,
                 {

@@ -56,7 +56,7 @@ from ._encoding import (
     span_envelopes,
 )
 from ._exporters import ExporterSpec, assemble_tasks, build_spec, fast_path_for
-from ._metrics import SelfMetrics, Stats
+from ._metrics import SelfMetrics, Stats, sdk_error_type
 from ._policies import deadline_for, make_policy
 from ._priority_rules import compile_rules
 from ._queues import QueueSet
@@ -66,7 +66,7 @@ from ._spool import Spool, SpoolUnavailable
 from ._task import PriorityClass, Signal, Task
 from ._workers import Job, Lane, LanePool, Outcome, export_depth, register_thread, unregister_thread
 
-__all__ = ["Pipeline"]
+__all__ = ["Pipeline", "snapshot_log"]
 
 _logger = logging.getLogger(__name__)
 
@@ -93,7 +93,6 @@ _SPOOLABLE: frozenset[str] = frozenset(
         "shed_trace",
         "export_failed",
         "export_error",
-        "export_invalid_result",
         "export_timeout",
         "shutdown_timeout",
         "memory_pressure",
@@ -172,17 +171,49 @@ def _intake_batch() -> int:
     return max(8, min(256, threshold // 20))
 
 
-def _readable_log(record: Any) -> Any:
-    """The stock BatchLogRecordProcessor's conversion, done here instead of on the app thread."""
+_NO_CONTEXT = Context()
+_new_object = object.__new__
+
+
+def snapshot_log(record: Any) -> Any:
+    """At ``on_emit``: what the stock processor's copy protects, for a fraction of its cost.
+
+    The API record's fields (a processor registered after ours that sets ``body`` or
+    ``attributes`` changes its own record, not ours) without the Context, which may be large,
+    plus the record's resource, scope and limits as they are now.  The record itself is rebuilt
+    on the scheduler thread.
+    """
     if not isinstance(record, ReadWriteLogRecord):
         return record
-    api_record = copy.copy(record.log_record)
-    api_record.context = Context()  # drop the reference to a possibly large context
+    api = record.log_record
+    try:
+        fields = api.__dict__.copy()
+    except AttributeError:  # an API record without a __dict__: the stock processor's copy
+        api = copy.copy(api)
+        api.context = _NO_CONTEXT
+        return ReadWriteLogRecord(api, record.resource, record.instrumentation_scope, record.limits)
+    fields["context"] = _NO_CONTEXT
+    # A plain tuple (no span or log record is one): the cheapest object to build here.
+    return (type(api), fields, record.resource, record.instrumentation_scope, record.limits)
+
+
+def _readable_log(record: Any) -> Any:
+    """The stock BatchLogRecordProcessor's ReadableLogRecord, built from the on_emit snapshot."""
+    if type(record) is tuple:  # from snapshot_log
+        kind, fields, resource, scope, limits = record
+        api_record = _new_object(kind)
+        api_record.__dict__ = fields
+    elif isinstance(record, ReadWriteLogRecord):  # offered without snapshot_log
+        api_record = copy.copy(record.log_record)
+        api_record.context = _NO_CONTEXT
+        resource, scope, limits = record.resource, record.instrumentation_scope, record.limits
+    else:
+        return record
     return ReadableLogRecord(
         log_record=api_record,
-        resource=record.resource if record.resource is not None else Resource.create({}),
-        instrumentation_scope=record.instrumentation_scope,
-        limits=record.limits,
+        resource=resource if resource is not None else Resource.create({}),
+        instrumentation_scope=scope,
+        limits=limits,
     )
 
 
@@ -257,6 +288,8 @@ class Pipeline:
             cfg.max_queue_size,
             lambda: self.queues.count + len(self._intake),
             self._gauges,
+            self.processed_counts,
+            self.sync,
         )
         self._intake: deque[Any] = deque()
         self._completions: deque[tuple[Lane, Job, Outcome, float]] = deque()
@@ -296,6 +329,8 @@ class Pipeline:
         self._tuned = (cfg.max_export_batch_size, cfg.schedule_delay_millis / 1000.0)
         self._batch_factor = 1.0
         self._app_drops_reported: dict[str, int] = {}
+        self._step_failures = 0
+        self._unaccounted = 0  # the balance's gap after the last failed step's items were counted
         prefix = f"otel-sched-{cfg.signal.value}"
         self._build_pool(prefix)
         # Resolved once per build (after fork too): the per-item loop has no fast-path branch.
@@ -551,6 +586,27 @@ class Pipeline:
     def reject_shutdown(self, item: Any) -> None:
         next(self.stats.app_drops["already_shutdown"])
 
+    def sync(self, timeout_s: float = 1.0) -> None:
+        """Wait (up to ``timeout_s``) until the scheduler has classified and admitted everything
+        offered so far: the self-metrics then show queue size and drops as of this moment."""
+        if self._shutdown or threading.current_thread() is self._thread or not self._thread.is_alive():
+            return
+        request = _Request("sync", time.monotonic() + timeout_s)
+        self._requests.append(request)
+        self._wake.ring()
+        request.done.wait(timeout_s)
+
+    def processed_counts(self) -> dict[str | None, int]:
+        """``otel.sdk.processor.*.processed`` as the SDK counts it: items handed to the exporter
+        (key None) and items dropped before that, by SDK ``error.type``."""
+        counts: dict[str | None, int] = {None: self.stats.submitted}
+        counts.update(self.stats.sdk_dropped)
+        for reason, n in self.stats.app_drop_counts().items():
+            if n:
+                key = sdk_error_type(reason)
+                counts[key] = counts.get(key, 0) + n
+        return counts
+
     # -- requests from any thread ------------------------------------------------------------------------
 
     def force_flush(self, timeout_s: float | None) -> bool:
@@ -613,28 +669,70 @@ class Pipeline:
         try:
             due = -math.inf  # when the full step's time-based work is next due (_next_deadline)
             while True:
-                now = time.monotonic()
-                if now >= due:  # after a full step: also under a load that never lets it sleep
-                    deadline = self._next_deadline(now)
-                    due = math.inf if deadline is None else deadline
-                if len(self._intake) <= self._wake_after and not self._completions and not self._requests:
-                    self._sleeping = True
-                    if len(self._intake) <= self._wake_after:  # re-check: an offer may have missed the flag
-                        # A little past the deadline, so that what is due is due when we look.
-                        self._wake.wait(None if due == math.inf else max(due - now, 0.0) + 0.0005)
-                    self._sleeping = False
-                self._wake.clear()
-                now = time.monotonic()
-                if now < due and self._light_step(now):
-                    continue
-                due = -math.inf
-                if self._step(now):
-                    return
-        except Exception:  # pragma: no cover - a bug here must be loud, not a silent dead pipeline
-            _logger.exception("otel-sched scheduler thread crashed; items will be dropped from now on")
-            self._intake_cap = 0
+                try:
+                    now = time.monotonic()
+                    if now >= due:  # after a full step: also under a load that never lets it sleep
+                        deadline = self._next_deadline(now)
+                        due = math.inf if deadline is None else deadline
+                    if len(self._intake) <= self._wake_after and not self._completions and not self._requests:
+                        self._sleeping = True
+                        if (
+                            len(self._intake) <= self._wake_after
+                        ):  # re-check: an offer may have missed the flag
+                            # A little past the deadline, so that what is due is due when we look.
+                            self._wake.wait(None if due == math.inf else max(due - now, 0.0) + 0.0005)
+                        self._sleeping = False
+                    self._wake.clear()
+                    now = time.monotonic()
+                    if now < due and self._light_step(now):
+                        continue
+                    due = -math.inf
+                    if self._step(now):
+                        return
+                except Exception:  # noqa: BLE001 - supervised: one failing step must not stop the pipeline
+                    due = -math.inf
+                    self._recover()
         finally:
             unregister_thread()
+
+    def _recover(self) -> None:
+        """After a step raised: log it, resynchronise the in-flight counts with the jobs that really
+        exist, and count the items the step held (no longer queued, in flight or accounted for)
+        as dropped with reason ``internal_error``."""
+        if not self._step_failures:
+            _logger.exception(
+                "otel-sched %s pipeline: a scheduler step failed; the items it held are counted as dropped "
+                "(internal_error) and the pipeline carries on",
+                self.signal.value,
+            )
+        else:
+            _logger.debug("otel-sched: scheduler step failed again", exc_info=True)
+        self._step_failures += 1
+        self._sleeping = False
+        try:
+            pending = [job for job in self.pool.pending() if not job.timed_out]
+            self._jobs_in_flight = len(pending)
+            self._in_flight = sum(len(job.batch) for job in (*pending, *self._retries) if job.spooled is None)
+            stats = self.stats
+            accounted = (
+                stats.exported
+                - stats.replayed_items
+                + sum(stats.dropped.values())
+                + stats.spooled_items
+                + self.queues.count
+                + self._in_flight
+            )
+            # Measured against the gap left after the previous failure (never counted twice).
+            gap = self.classifier.last_seq - accounted
+            lost = gap - self._unaccounted
+            if lost > 0:
+                stats.dropped["internal_error"] += lost
+                stats.sdk_dropped["internal_error"] += lost
+                gap -= lost
+            self._unaccounted = gap
+        except Exception:  # pragma: no cover - counting must not take the thread down either
+            _logger.debug("otel-sched: could not count the items of a failed step", exc_info=True)
+        self._wake.wait(0.01)  # a step failing every time must not spin a core
 
     def _step(self, now: float) -> bool:
         """One scheduler iteration; True when the pipeline has finished shutting down."""
@@ -650,6 +748,10 @@ class Pipeline:
             self._drain_intake(now, limit=None)
             while self._requests:
                 request = self._requests.popleft()
+                if request.kind == "sync":  # the intake is classified and admitted: that is all it asks
+                    request.ok = True
+                    request.done.set()
+                    continue
                 request.target = self.classifier.last_seq
                 self._pending.append(request)
         else:
@@ -759,15 +861,20 @@ class Pipeline:
             _logger.warning("otel-sched: an item could not be OTLP-encoded and is dropped (%s)", exc)
         self._drop([(task, "encode_error")])
 
-    def _drop(self, drops: list[tuple[Task, str]]) -> None:
+    def _drop(self, drops: list[tuple[Task, str]], submitted: bool = False) -> None:
+        """Count ``drops`` (or spool them); ``submitted``: they were handed to the exporter before,
+        so the SDK-named metric already counted them as processed."""
         if self.spool is not None:
             drops = self._spool_instead(drops)
             if not drops:
                 return
         record = self.stats.record_drop
+        sdk = self.stats.sdk_dropped
         for task, reason in drops:
             record(task, reason)
             task.item = None
+            if not submitted:
+                sdk[sdk_error_type(reason)] += 1
         if self.metrics.enabled:
             self.metrics.dropped((reason, t.priority, t.tenant) for t, reason in drops)
 
@@ -912,7 +1019,7 @@ class Pipeline:
                 if endpoint is None:  # every other endpoint is out as well: the batch is lost
                     self._retries.popleft()
                     self._in_flight -= len(job.batch)
-                    self._drop([(t, "export_failed") for t in job.batch])
+                    self._drop([(t, "export_failed") for t in job.batch], submitted=True)
                     continue
                 self._retries.popleft()
                 job.routed = job.endpoint = endpoint
@@ -956,6 +1063,7 @@ class Pipeline:
             self._wake_after = 0
 
     def _note_dispatch(self, batch: list[Task], now: float) -> None:
+        self.stats.submitted += len(batch)
         waits = [now - task.enqueued for task in batch]
         self.stats.queue_wait.extend(waits)
         if self.metrics.enabled:
@@ -1037,11 +1145,10 @@ class Pipeline:
             reason = {
                 Outcome.FAILURE: "export_failed",
                 Outcome.ERROR: "export_error",
-                Outcome.INVALID: "export_invalid_result",
                 Outcome.CANCELLED: "export_timeout",
                 Outcome.RETRYABLE: "export_failed",
             }[outcome]
-            self._drop([(t, reason) for t in batch])
+            self._drop([(t, reason) for t in batch], submitted=True)
 
     def _check_hung(self, now: float) -> None:
         if not self._jobs_in_flight:  # nothing running that is not already counted as timed out
@@ -1080,7 +1187,7 @@ class Pipeline:
             if job.spooled is not None:
                 self._finish_replay(job, False)
             else:
-                self._drop([(t, "export_timeout") for t in job.batch])
+                self._drop([(t, "export_timeout") for t in job.batch], submitted=True)
 
     def _covered(self, request: _Request) -> bool:
         """No queued or in-flight task has a seq at or below the request's target."""
@@ -1126,15 +1233,18 @@ class Pipeline:
         for sq in self.queues:
             while sq.tasks:
                 leftovers.append((self.queues.pop_head(sq), "shutdown_timeout"))
+        retried: list[tuple[Task, str]] = []
         while self._retries:
             job = self._retries.popleft()
             self._in_flight -= len(job.batch)
-            leftovers.extend((t, "shutdown_timeout") for t in job.batch)
-        if leftovers:
+            retried.extend((t, "shutdown_timeout") for t in job.batch)
+        if leftovers or retried:
             _logger.warning(
-                "otel-sched: shutdown timed out with %d items queued; they are dropped", len(leftovers)
+                "otel-sched: shutdown timed out with %d items queued; they are dropped",
+                len(leftovers) + len(retried),
             )
             self._drop(leftovers)
+            self._drop(retried, submitted=True)
 
     def _next_deadline(self, now: float) -> float | None:
         """When the full step next has time-based work (a batch's delay, a hung export, a pause

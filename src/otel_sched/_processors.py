@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from typing_extensions import TypedDict, Unpack
 
 from ._config import resolve_config
-from ._pipeline import Pipeline, shutdown_all
+from ._pipeline import Pipeline, shutdown_all, snapshot_log
 from ._task import PriorityClass, Signal
 
 __all__ = ["ScheduledLogRecordProcessor", "ScheduledSpanProcessor", "SchedulerOptions"]
@@ -64,11 +64,14 @@ class _Scheduled:
         self,
         signal: Signal,
         exporter: Any,
+        argument: str,
         meter_provider: MeterProvider | None,
         exporter_factory: Callable[..., Any] | None,
         options: dict[str, Any],
     ) -> None:
+        # The stock arguments first, with the SDK's ValueError messages, as the stock classes do.
         config = resolve_config(signal, **options)
+        _check_exporter(exporter, argument)
         metrics = parse_boolean_environment_variable(OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED)
         self._pipeline = pipeline = Pipeline(
             config,
@@ -161,11 +164,17 @@ class ScheduledSpanProcessor(_Scheduled, SpanProcessor):
         exporter_factory: Callable[..., Any] | None = None,
         **options: Unpack[SchedulerOptions],
     ) -> None:
-        _check_exporter(span_exporter, "span_exporter")
         stock = _stock_options(
             max_queue_size, schedule_delay_millis, max_export_batch_size, export_timeout_millis
         )
-        self._start(Signal.TRACES, span_exporter, meter_provider, exporter_factory, {**stock, **options})
+        self._start(
+            Signal.TRACES,
+            span_exporter,
+            "span_exporter",
+            meter_provider,
+            exporter_factory,
+            {**stock, **options},
+        )
         self._offer = self._pipeline.offer
 
     @property
@@ -203,11 +212,10 @@ class ScheduledLogRecordProcessor(_Scheduled, LogRecordProcessor):
         exporter_factory: Callable[..., Any] | None = None,
         **options: Unpack[SchedulerOptions],
     ) -> None:
-        _check_exporter(exporter, "exporter")
         stock = _stock_options(
             max_queue_size, schedule_delay_millis, max_export_batch_size, export_timeout_millis
         )
-        self._start(Signal.LOGS, exporter, meter_provider, exporter_factory, {**stock, **options})
+        self._start(Signal.LOGS, exporter, "exporter", meter_provider, exporter_factory, {**stock, **options})
         self._offer = self._pipeline.offer_checked
 
     @property
@@ -215,5 +223,6 @@ class ScheduledLogRecordProcessor(_Scheduled, LogRecordProcessor):
         return self._pipeline._exporter
 
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:
-        # The ReadableLogRecord copy the stock processor makes here is made on the scheduler thread.
-        self._offer(log_record)
+        # What a later processor or the application may change, fixed now (as the stock copy does);
+        # the ReadableLogRecord is built from it on the scheduler thread.
+        self._offer(snapshot_log(log_record))

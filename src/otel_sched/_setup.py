@@ -19,8 +19,9 @@ import functools
 import logging
 import os
 import threading
+import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -91,23 +92,28 @@ class Setup:
     is_global: bool = False
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Flush traces then logs; False if ``timeout_millis`` passes first."""
-        ok = True
-        if self.tracer_provider is not None:
-            ok = self.tracer_provider.force_flush(timeout_millis) and ok
-        if self.logger_provider is not None:
-            ok = self.logger_provider.force_flush(timeout_millis) and ok
-        return ok
+        """Flush traces and logs concurrently, within one deadline; False if ``timeout_millis`` passes."""
+        calls = [
+            functools.partial(provider.force_flush, timeout_millis)
+            for provider in (self.tracer_provider, self.logger_provider)
+            if provider is not None
+        ]
+        return _concurrently(calls, timeout_millis / 1000.0)
 
     def shutdown(self) -> None:
-        """Remove the logging handler, then shut both providers down (exporting what is queued)."""
+        """Remove the logging handler, then shut both providers down concurrently (exporting what is
+        queued, each pipeline within its ``shutdown_timeout_millis``)."""
         if self.logging_handler is not None:
             logging.getLogger().removeHandler(self.logging_handler)
             self.logging_handler = None
-        if self.tracer_provider is not None:
-            self.tracer_provider.shutdown()
-        if self.logger_provider is not None:
-            self.logger_provider.shutdown()
+        _concurrently(
+            [
+                provider.shutdown
+                for provider in (self.tracer_provider, self.logger_provider)
+                if provider is not None
+            ],
+            None,
+        )
 
     async def aforce_flush(self, timeout_millis: int = 30000) -> bool:
         """``force_flush`` for asyncio applications: waits in a thread, never blocks the loop."""
@@ -125,6 +131,33 @@ class Setup:
         if self.log_processor is not None:
             out["logs"] = self.log_processor.stats()
         return out
+
+
+def _concurrently(calls: Sequence[Callable[[], Any]], timeout_s: float | None) -> bool:
+    """Run ``calls`` at the same time; True if every one returned a true value (or None) before
+    ``timeout_s`` (None: each call bounds itself).
+
+    One deadline for all: flushing traces and logs takes the longer of the two, not the sum.
+    """
+    results: list[Any] = [False] * len(calls)
+
+    def run(i: int) -> None:
+        try:
+            results[i] = calls[i]()
+        except Exception:
+            _logger.exception("otel-sched: %r raised", calls[i])
+
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    threads = [
+        threading.Thread(target=run, args=(i,), name="otel-sched-flush", daemon=True)
+        for i in range(len(calls))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(None if deadline is None else max(deadline - time.monotonic(), 0.0))
+    done = all(not thread.is_alive() for thread in threads)
+    return done and all(result is None or bool(result) for result in results)
 
 
 def _protocol_for(signal: Signal, protocol: str | None) -> str:

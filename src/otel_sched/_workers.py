@@ -42,6 +42,7 @@ from typing import Any
 
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
 
+from ._exporters import FastPath
 from ._task import Task
 
 __all__ = ["Job", "Lane", "LanePool", "Outcome", "export_depth", "register_thread", "unregister_thread"]
@@ -75,24 +76,30 @@ class Outcome(str, enum.Enum):
     SUCCESS = "success"
     FAILURE = "failure"  # the exporter returned FAILURE
     ERROR = "error"  # the exporter raised
-    INVALID = "invalid"  # the exporter returned something that is not an export result
     CANCELLED = "cancelled"  # an async export cancelled at its timeout
     RETRYABLE = "retryable"  # pre-encoded path: a transient failure; the batch may be sent again
 
 
+_ODD_RESULT_LOGGED: set[type] = set()
+
+
 def _outcome_of(result: Any, exporter: Any) -> Outcome:
-    # By name: SpanExportResult, LogRecordExportResult and the deprecated LogExportResult all count.
-    name = getattr(result, "name", None)
-    if name == "SUCCESS":
-        return Outcome.SUCCESS
-    if name == "FAILURE":
+    """The SDK's contract: only FAILURE (or an exception) fails; any other return is success.
+
+    By name: SpanExportResult, LogRecordExportResult and the deprecated LogExportResult all count.
+    """
+    if isinstance(result, enum.Enum) and result.name == "FAILURE":
         return Outcome.FAILURE
-    _logger.error(
-        "Exporter %s returned %r instead of an export result; counting the batch as failed",
-        type(exporter).__name__,
-        result,
-    )
-    return Outcome.INVALID
+    if not (isinstance(result, enum.Enum) and result.name == "SUCCESS"):
+        kind = type(exporter)
+        if kind not in _ODD_RESULT_LOGGED:  # once per exporter class: a None return is common
+            _ODD_RESULT_LOGGED.add(kind)
+            _logger.debug(
+                "Exporter %s returned %r, not an export result; counted as success, as the SDK does",
+                kind.__name__,
+                result,
+            )
+    return Outcome.SUCCESS
 
 
 class Job:
@@ -180,17 +187,24 @@ class Lane:
         pool = self.pool
         try:
             while True:
-                with pool.cond:
-                    job = pool._take(self)
-                    while job is None:
-                        if pool.stopping or self.retired:
-                            return
-                        assert self.wakeup is not None
-                        self.wakeup.wait()
+                job: Job | None = None
+                try:
+                    with pool.cond:
                         job = pool._take(self)
-                cell[0] = job.depth + 1
-                outcome, seconds = self._export_sync(job)
-                cell[0] = 0
+                        while job is None:
+                            if pool.stopping or self.retired:
+                                return
+                            assert self.wakeup is not None
+                            self.wakeup.wait()
+                            job = pool._take(self)
+                    cell[0] = job.depth + 1
+                    outcome, seconds = self._export_sync(job)
+                    cell[0] = 0
+                except Exception:  # supervised: a bug of ours here must not end the lane
+                    _logger.exception("otel-sched: export lane %s failed; it carries on", self.index)
+                    if job is None:
+                        continue
+                    outcome, seconds = Outcome.ERROR, 0.0
                 pool._finish(self, job, outcome, seconds)
         finally:
             unregister_thread()
@@ -201,19 +215,19 @@ class Lane:
         token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
         start = time.monotonic()
         try:
-            export_tasks = getattr(self.exporter, "export_tasks", None)
-            if export_tasks is not None:  # pre-encoded path: a SendResult, never an exception
+            exporter = self.exporter
+            if type(exporter) is FastPath:  # ours, by class: a user's object is never probed
                 if job.body is not None:
-                    job.detail = result = self.exporter.send_body(job.body)
+                    job.detail = result = exporter.send_body(job.body)
                 else:
-                    job.detail = result = export_tasks(job.batch)
+                    job.detail = result = exporter.export_tasks(job.batch)
                 if result.ok:
                     outcome = Outcome.SUCCESS
                 else:
                     outcome = Outcome.RETRYABLE if result.retryable else Outcome.FAILURE
             else:
                 outcome = _outcome_of(self.exporter.export([t.item for t in job.batch]), self.exporter)
-        except Exception:  # an exporter that raises must not kill the lane
+        except BaseException:  # an exporter that raises (even SystemExit) must not kill the lane
             _logger.exception(
                 "Exporter %s raised while exporting %d items", type(self.exporter).__name__, len(job.batch)
             )
@@ -226,7 +240,11 @@ class Lane:
 
     async def export_async(self, job: Job) -> None:
         items = [t.item for t in job.batch]
-        method = getattr(self.exporter, "aexport", None) or self.exporter.export
+        # ``export`` itself when it is a coroutine function (an AsyncMock's is); ``aexport`` only for
+        # an exporter whose ``export`` is sync.  Tested as ``is_async`` tests: by what is called.
+        method = self.exporter.export
+        if not inspect.iscoroutinefunction(method):
+            method = self.exporter.aexport
         token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
         start = time.monotonic()
         try:
@@ -241,7 +259,10 @@ class Lane:
         finally:
             detach(token)
         self.pool._finish(self, job, outcome, time.monotonic() - start)
-        self.pool._kick_async()
+        try:
+            self.pool._kick_async()
+        except Exception:  # supervised: the loop lives on; the next submit kicks again
+            _logger.exception("otel-sched: starting the next async export failed")
 
 
 class LanePool:
@@ -476,10 +497,12 @@ class LanePool:
         try:
             shutdown = exporter.shutdown
             remaining = max((deadline or time.monotonic() + 5) - time.monotonic(), 0.0) * 1000.0
+            # As the SDK decides: by the signature, never by trying (a TypeError may be the exporter's own).
             try:
-                result = shutdown(timeout_millis=remaining)
-            except TypeError:
-                result = shutdown()
+                takes_timeout = "timeout_millis" in inspect.signature(shutdown).parameters
+            except (TypeError, ValueError):
+                takes_timeout = False
+            result = shutdown(timeout_millis=remaining) if takes_timeout else shutdown()
             if inspect.isawaitable(result):
                 if self._loop is not None and self._loop.is_running():
                     asyncio.run_coroutine_threadsafe(_awaited(result), self._loop).result(
