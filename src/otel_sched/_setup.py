@@ -631,7 +631,8 @@ def _built_for_a_reader_of_internals(stock: type) -> bool:
     module = "" if frame is None else str(frame.f_globals.get("__name__", ""))
     if module not in _READS_STOCK_INTERNALS:
         return False
-    _report_held("otel_sched: the batch-processor patch", [f"{module} builds {type_name(stock)}"])
+    built = f"{module} builds {stock.__module__}.{stock.__qualname__}"
+    _report_held("otel_sched: the batch-processor patch", [built])
     return True
 
 
