@@ -627,3 +627,62 @@ def test_patch_variable_under_the_community_distro_puts_our_processors_in_end_to
     assert {"acme", "globex"} <= set(span_stats["by_tenant"])
     assert span_stats["by_priority"]["high"]["exported"] == 1
     assert span_stats["dropped_total"] == 0
+
+
+# -- Splunk's distro: its own environment (it pins opentelemetry-api exactly) ----------------------
+
+SPLUNK_APP = """
+import json, logging
+from opentelemetry import _logs, trace
+tracer = trace.get_tracer("app")
+for i in range(20):
+    with tracer.start_as_current_span(f"span {i}"):
+        logging.getLogger("app").warning("log %d", i)
+tp, lp = trace.get_tracer_provider(), _logs.get_logger_provider()
+report = {
+    "spans": [type(p).__name__ for p in tp._active_span_processor._span_processors],
+    "logs": [type(p).__name__ for p in lp._multi_log_record_processor._log_record_processors],
+}
+print("REPORT", json.dumps(report), flush=True)
+"""
+
+
+@pytest.mark.skipif(
+    not os.environ.get("OTEL_SCHED_SPLUNK_VENV"),
+    reason="set OTEL_SCHED_SPLUNK_VENV to a virtual environment with splunk-opentelemetry and "
+    "otel-sched[instrument] installed (Splunk pins an opentelemetry-api other than this one's)",
+)
+@pytest.mark.parametrize(("value", "processors"), [("true", "Scheduled"), (None, "Batch")])
+def test_patch_variable_under_splunks_distro(
+    receiver: OTLPReceiver, tmp_path: Path, value: str | None, processors: str
+) -> None:
+    import subprocess
+
+    venv = Path(os.environ["OTEL_SCHED_SPLUNK_VENV"])
+    (tmp_path / "app.py").write_text(SPLUNK_APP)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env.update(
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.http_endpoint,
+        OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+        OTEL_SERVICE_NAME="splunked",
+        OTEL_METRICS_EXPORTER="none",
+        OTEL_LOGS_EXPORTER="otlp",
+        OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED="true",
+    )
+    if value is not None:
+        env["OTEL_PYTHON_SCHED_PATCH_BATCH_PROCESSORS"] = value
+    done = subprocess.run(
+        [str(venv / "bin" / "opentelemetry-instrument"), str(venv / "bin" / "python"), "app.py"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    (line,) = [x for x in done.stdout.splitlines() if x.startswith("REPORT ")]
+    report = json.loads(line[len("REPORT ") :])
+    assert [p.startswith(processors) for p in report["spans"] + report["logs"]] == [True, True]
+    assert receiver.wait_for_spans(20, timeout=30), receiver.span_count
+    assert receiver.wait_for_logs(20, timeout=30), receiver.log_count
+    assert {s.resource["service.name"] for s in receiver.spans()} == {"splunked"}
