@@ -201,6 +201,14 @@ def test_configure_after_a_vendor_set_the_globals_warns_once_and_reports_it(
         setup.shutdown()
 
 
+def test_adopt_before_any_setup_says_there_is_nothing_to_adopt(
+    caplog: pytest.LogCaptureFixture, otel_globals: None
+) -> None:
+    assert adopt() == []
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "no global tracer or logger provider is set yet" in warning
+
+
 def test_configure_with_no_global_set_reports_is_global(otel_globals: None) -> None:
     setup = otel_sched.configure(
         span_exporter=RecordingExporter(), log_exporter=RecordingExporter(), logging_handler=False

@@ -560,6 +560,11 @@ def adopt(
             )
             return []
         everything.extend(found)
+    if given_none and all(_api_default(p) for p in given.values()):
+        _logger.warning(
+            "otel_sched.adopt(): no global tracer or logger provider is set yet, so there is nothing to "
+            "adopt: call it after the setup that builds them."
+        )
     _report_held("otel_sched.adopt()", held)
 
     replacements: list[Replacement] = []
