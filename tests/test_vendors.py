@@ -502,7 +502,8 @@ def vendor_installed(monkeypatch: pytest.MonkeyPatch, otel_globals: None) -> pyt
     }
     monkeypatch.setattr(_distro, "entry_points", lambda group: groups[group])
     for name in ("OTEL_PYTHON_DISTRO", "OTEL_PYTHON_CONFIGURATOR", "OTEL_TRACES_EXPORTER"):
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "")  # so that monkeypatch restores what a distro sets
+        monkeypatch.delenv(name)
     monkeypatch.setattr(_distro.OtelSchedDistro, "_vendor", None)
     VendorDistro.configured.clear()
     VendorDistro.instrumented.clear()

@@ -294,10 +294,10 @@ def _set_globals(tracer_provider: TracerProvider | None, logger_provider: Logger
             taken.append(f"logs: {type_name(_logs.get_logger_provider())}")
     if taken:
         _logger.warning(
-            "otel_sched.configure(): global providers are already set (%s); they stay in place and "
-            "the providers configure() built are not global (Setup.is_global is False): nothing reaches "
-            "them through the global API.  To schedule what that setup exports, call otel_sched.adopt() "
-            "after it instead (see docs/getting-started.md).",
+            "otel_sched.configure(): a global provider is already set (%s); it stays in place, so "
+            "configure()'s provider for that signal is not global and gets nothing through the global "
+            "API (Setup.is_global is False).  To schedule what that setup exports, call "
+            "otel_sched.adopt() after it instead (see docs/getting-started.md).",
             "; ".join(taken),
         )
     return not taken
@@ -525,8 +525,8 @@ def adopt(
     only the ones given; a vendor's proxy provider (logfire's) stands for the SDK provider it holds.
     Every ``BatchSpanProcessor`` / ``BatchLogRecordProcessor`` in their processor trees (directly,
     in nested multi processors, or in multi processors inside wrappers such as logfire's;
-    subclasses are left alone) is replaced, in
-    place and in order, by ours built around the same exporter instance with the same
+    subclasses are left alone) is replaced, in place and in order, by ours built around the
+    same exporter instance with the same
     ``max_queue_size`` / ``schedule_delay_millis`` / ``max_export_batch_size`` /
     ``export_timeout_millis`` unless ``options`` say otherwise.  The old processor's queue is
     exported and its worker stopped; the exporter is not shut down.  Its last export may overlap
