@@ -57,10 +57,15 @@ _SDK_VARIABLES = (
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch, otel_globals: None) -> pytest.MonkeyPatch:
-    """No inherited OTEL_* settings; globals reset and restored (see conftest.otel_globals)."""
+    """No inherited OTEL_* settings; globals reset and restored (see conftest.otel_globals).
+
+    Ours selected by name, as documented: another distro may be installed (the vendors extra).
+    """
     for name in _SDK_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("OTEL_METRICS_EXPORTER", "none")
+    monkeypatch.setenv("OTEL_PYTHON_DISTRO", "otel_sched")
+    monkeypatch.setenv("OTEL_PYTHON_CONFIGURATOR", "otel_sched")
     return monkeypatch
 
 
@@ -227,6 +232,7 @@ def test_configurator_with_otel_config_file_defers_to_declarative_config_then_sw
 
 def test_distro_sets_the_stock_distro_defaults_without_overriding(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.delenv("OTEL_METRICS_EXPORTER")
+    clean_env.delenv("OTEL_PYTHON_CONFIGURATOR")
     clean_env.setenv("OTEL_LOGS_EXPORTER", "console")
     OtelSchedDistro().configure()
     assert os.environ["OTEL_TRACES_EXPORTER"] == "otlp"

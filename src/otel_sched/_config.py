@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Generic, TypeVar
 
+from ._safe import safe_url
 from ._task import PriorityClass, Signal
 
 __all__ = ["OPTIONS", "POLICY_NAMES", "Config", "Option", "resolve_config", "validate_options"]
@@ -495,6 +496,17 @@ _STOCK_MESSAGES: Final = {
 }
 
 
+def _shown(option: Option[Any], value: object) -> str:
+    """``repr(value)`` for messages; endpoint URLs without their userinfo (it may be a credential)."""
+    if option.name != "endpoints":
+        return repr(value)
+    if isinstance(value, str):
+        return repr(",".join(safe_url(part.strip()) for part in value.split(",")))
+    if isinstance(value, list | tuple):
+        return repr([safe_url(item) for item in value])
+    return f"<{type(value).__name__}>"
+
+
 def _from_code(option: Option[Any], value: object) -> Any:
     try:
         return option.parse(value)
@@ -502,9 +514,10 @@ def _from_code(option: Option[Any], value: object) -> Any:
         if option.name in _STOCK_MESSAGES and _is_number(value):
             # Same text as the SDK's BatchSpanProcessor, so code matching it keeps working.
             raise ValueError(_STOCK_MESSAGES[option.name]) from None
-        raise ValueError(f"{option.name}={value!r} is invalid: expected {exc}") from None
+        raise ValueError(f"{option.name}={_shown(option, value)} is invalid: expected {exc}") from None
     except TypeError as exc:
-        raise TypeError(f"{option.name}={value!r} has type {type(value).__name__}: expected {exc}") from None
+        shown = _shown(option, value)
+        raise TypeError(f"{option.name}={shown} has type {type(value).__name__}: expected {exc}") from None
 
 
 def _is_number(value: object) -> bool:
@@ -522,8 +535,8 @@ def _from_env(option: Option[Any], signal: Signal) -> tuple[Any, bool]:
         return option.parse(raw), True
     except (TypeError, ValueError) as exc:
         _logger.warning(
-            "Invalid value %r for %s: expected %s. Using the default %r.",
-            raw,
+            "Invalid value %s for %s: expected %s. Using the default %r.",
+            _shown(option, raw),
             name,
             exc,
             option.default_for(signal),

@@ -37,6 +37,8 @@ from operator import attrgetter
 from typing import Any
 from urllib.parse import urlparse
 
+from ._safe import describe, safe_url, type_name
+
 __all__ = ["ExporterSpec", "FastPath", "assemble_tasks", "build_spec", "is_async", "parse_endpoints"]
 
 _logger = logging.getLogger(__name__)
@@ -152,8 +154,9 @@ class ExporterSpec:
             try:
                 made = self._factory(endpoint) if self._takes_endpoint and endpoint else self._factory()
             except Exception as exc:
-                raise ValueError(f"exporter_factory={self._factory!r} raised {exc!r}") from exc
-            _check(made, f"exporter_factory={self._factory!r} returned")
+                factory = type_name(self._factory)
+                raise ValueError(f"exporter_factory {factory} raised {type_name(exc)}") from exc
+            _check(made, f"exporter_factory {type_name(self._factory)} returned")
             return made
         kind = _kind(self.first)
         if kind == "http":
@@ -167,7 +170,7 @@ def _check(exporter: object, what: str) -> None:
     has_export = callable(getattr(exporter, "export", None)) or callable(getattr(exporter, "aexport", None))
     if exporter is None or not has_export:
         raise TypeError(
-            f"{what} {exporter!r}, which is not an exporter: expected an object with export(batch)"
+            f"{what} {describe(exporter)}, which is not an exporter: expected an object with export(batch)"
         )
 
 
@@ -185,7 +188,7 @@ def parse_endpoints(value: str | list[str] | tuple[str, ...] | None) -> list[str
         parsed = urlparse(item)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise ValueError(
-                f"endpoint #{i} {item!r} is not a collector URL: expected http://host:port or https://host:port"
+                f"endpoint #{i} {safe_url(item)!r} is not a collector URL: expected http://host:port or https://host:port"
             )
         out.append(item)
     return out
@@ -197,7 +200,8 @@ def build_spec(exporter: Any, factory: Callable[..., Any] | None, endpoints: lis
     if factory is not None:
         if not callable(factory):
             raise TypeError(
-                f"exporter_factory={factory!r} is not callable: expected a callable returning an exporter"
+                f"exporter_factory={describe(factory)} is not callable: "
+                "expected a callable returning an exporter"
             )
         try:
             takes_endpoint = bool(inspect.signature(factory).parameters)
@@ -211,14 +215,15 @@ def build_spec(exporter: Any, factory: Callable[..., Any] | None, endpoints: lis
             cloneable = True
         except Exception as exc:  # noqa: BLE001 - internals changed: fall back to one lane, and say why
             _logger.info(
-                "otel-sched: cannot clone %s (%r); using one export lane", type(exporter).__name__, exc
+                "otel-sched: cannot clone %s (%s); using one export lane", type_name(exporter), type_name(exc)
             )
     spec = ExporterSpec(exporter, factory, cloneable, takes_endpoint, endpoints)
     if factory is not None:  # fail at construction, not on the first export
         spec.make(endpoints[0] if endpoints else None).shutdown()
     if endpoints and not spec.can_multiply:
         raise ValueError(
-            f"endpoints={endpoints!r} need exporters per endpoint: pass exporter_factory= "
+            f"endpoints={[safe_url(e) for e in endpoints]} need exporters per endpoint: "
+            "pass exporter_factory= "
             f"(a {type(exporter).__name__} cannot be re-targeted)"
         )
     return spec

@@ -91,6 +91,8 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.util.re import parse_env_headers
 
+from ._safe import safe_url, type_name
+
 __all__ = ["GRPCSender", "HTTPSender", "SendResult", "Sender", "sender_for"]
 
 _logger = logging.getLogger(__name__)
@@ -313,7 +315,7 @@ def _warn_partial(signal: str, endpoint: str, rejected: int, message: str) -> No
     _logger.warning(
         "otel-sched: %s endpoint %s accepted a batch partially, %d rejected: %s",
         signal,
-        endpoint,
+        safe_url(endpoint),
         rejected,
         message or "(no message)",
     )
@@ -766,7 +768,8 @@ class _HTTPConnectionTransport:
         if sorted(adapters) != ["http://", "https://"] or any(
             type(adapter) is not HTTPAdapter for adapter in adapters.values()
         ):
-            return None, f"the session mounts other adapters: {dict(adapters)!r}"
+            mounted = sorted(type_name(a) for a in adapters.values())
+            return None, f"the session mounts other adapters: {mounted}"
         given = [str(key).lower() for key in (*headers, *session.headers)]
         if "content-length" in given or "transfer-encoding" in given:
             return None, "a Content-Length or Transfer-Encoding header is set by hand"
@@ -788,7 +791,7 @@ class _HTTPConnectionTransport:
             proxies, verify, cert = settings["proxies"], settings["verify"], settings["cert"]
             proxy = select_proxy(url, proxies)
             if proxy:
-                return None, f"requests would go through proxy {proxy!r}"
+                return None, f"requests would go through proxy {safe_url(proxy)}"
             adapter: Any = session.get_adapter(url)
             pool = adapter.get_connection_with_tls_context(prepared, verify, proxies=proxies, cert=cert)
             adapter.cert_verify(pool, url, verify, cert)
@@ -797,7 +800,7 @@ class _HTTPConnectionTransport:
             head = _render_head(connection, target, prepared.headers)
             tls = _tls_context(pool) if scheme == "https" else None
         except Exception as exc:  # noqa: BLE001 - requests then reports the same problem on each send
-            return None, f"requests would not send it as is: {exc!r}"
+            return None, f"requests would not send it as is: {type_name(exc)}"
         unverified = tls is not None and tls.verify_mode != ssl.CERT_REQUIRED
         return (
             cls(
@@ -1094,7 +1097,9 @@ class HTTPSender:
         else:
             why = "the session is not one the sender created as a plain requests.Session"
         if self._transport is None:
-            _logger.debug("otel-sched: %s sender for %s sends with requests: %s", signal, endpoint, why)
+            _logger.debug(
+                "otel-sched: %s sender for %s sends with requests: %s", signal, safe_url(endpoint), why
+            )
 
     @property
     def transport(self) -> str:
@@ -1215,7 +1220,9 @@ class HTTPSender:
                 # requests sends the session's cookies from now on: let it.
                 self._transport = None
                 transport.close()
-                _logger.debug("otel-sched: %s set a cookie; sending with requests from now on", self.endpoint)
+                _logger.debug(
+                    "otel-sched: %s set a cookie; sending with requests from now on", safe_url(self.endpoint)
+                )
         return self._result(response)
 
     def _result(self, response: Any) -> SendResult:
@@ -1228,7 +1235,9 @@ class HTTPSender:
                 try:
                     parsed = self._info.response.FromString(response.content or b"")
                 except DecodeError:
-                    _logger.debug("otel-sched: undecodable %d response body from %s", code, self.endpoint)
+                    _logger.debug(
+                        "otel-sched: undecodable %d response body from %s", code, safe_url(self.endpoint)
+                    )
             return _ok(str(code), self._info, self.signal, self.endpoint, parsed)
         return SendResult(
             ok=False,
@@ -1258,7 +1267,8 @@ class HTTPSender:
 
     def __repr__(self) -> str:
         return (
-            f"HTTPSender({self.signal!r}, endpoint={self.endpoint!r}, compression={self.compression!r}, "
+            f"HTTPSender({self.signal!r}, endpoint={safe_url(self.endpoint)!r}, "
+            f"compression={self.compression!r}, "
             f"transport={self.transport!r})"
         )
 
@@ -1498,7 +1508,8 @@ class GRPCSender:
         if not isinstance(endpoint, str) or not isinstance(insecure, bool):
             raise TypeError(f"{type(exporter).__qualname__} has unexpected endpoint/insecure attributes")
         if credentials is not None and not isinstance(credentials, grpc.ChannelCredentials):
-            raise TypeError(f"{type(exporter).__qualname__} has unexpected credentials {credentials!r}")
+            what = type_name(credentials)
+            raise TypeError(f"{type(exporter).__qualname__} has unexpected credentials {what}")
         if not isinstance(compression, grpc.Compression):
             raise TypeError(f"{type(exporter).__qualname__} has an unknown compression {compression!r}")
         sender = cls.__new__(cls)
@@ -1582,7 +1593,7 @@ class GRPCSender:
 
     def __repr__(self) -> str:
         return (
-            f"GRPCSender({self.signal!r}, endpoint={self.endpoint!r}, insecure={self.insecure!r}, "
+            f"GRPCSender({self.signal!r}, endpoint={safe_url(self.endpoint)!r}, insecure={self.insecure!r}, "
             f"compression={self.compression!r})"
         )
 

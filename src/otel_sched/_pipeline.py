@@ -62,6 +62,7 @@ from ._priority_rules import compile_rules
 from ._queues import QueueSet
 from ._resources import BatchTuner, MemoryLevel, shape_batches
 from ._routing import Router
+from ._safe import safe_url
 from ._spool import Spool, SpoolUnavailable
 from ._task import PriorityClass, Signal, Task
 from ._workers import Job, Lane, LanePool, Outcome, export_depth, register_thread, unregister_thread
@@ -381,7 +382,7 @@ class Pipeline:
 
         first = first_lane()
         self.pool = LanePool(prefix, make, first, spec.asynchronous, per_endpoint, self._lane_done)
-        self.router = Router(spec.endpoints or ["default"])
+        self.router = Router([safe_url(e) for e in spec.endpoints] or ["default"])
         lanes = self.pool.live_lanes()
         self.controller = AIMDController(lanes, adaptive=cfg.adaptive_concurrency)
         self.modes = ModeMachine()

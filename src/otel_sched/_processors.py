@@ -25,6 +25,7 @@ from typing_extensions import TypedDict, Unpack
 
 from ._config import resolve_config
 from ._pipeline import Pipeline, shutdown_all, snapshot_log
+from ._safe import describe
 from ._task import PriorityClass, Signal
 
 __all__ = ["ScheduledLogRecordProcessor", "ScheduledSpanProcessor", "SchedulerOptions"]
@@ -35,7 +36,7 @@ atexit.register(shutdown_all)
 def _check_exporter(exporter: object, argument: str) -> None:
     if exporter is None or not callable(getattr(exporter, "export", None)):
         raise TypeError(
-            f"{argument}={exporter!r} is not an exporter: expected an object with export(batch) "
+            f"{argument}={describe(exporter)} is not an exporter: expected an object with export(batch) "
             "and shutdown() methods (a SpanExporter / LogRecordExporter)"
         )
 

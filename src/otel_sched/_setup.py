@@ -18,6 +18,7 @@ import asyncio
 import functools
 import logging
 import os
+import sys
 import threading
 import time
 import warnings
@@ -26,15 +27,17 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from opentelemetry import _logs, trace
-from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry._logs import _internal as _logs_api
+from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import Sampler
 
 from ._config import validate_options
 from ._processors import ScheduledLogRecordProcessor, ScheduledSpanProcessor
+from ._safe import type_name
 from ._task import Signal
 
 __all__ = [
@@ -257,8 +260,9 @@ def configure(
       ``/v1/traces`` path is appended for HTTP) and defaults to the exporters' own variables.
     * ``logging_handler``: attach a handler to the root logger sending stdlib ``logging``
       records to the logger provider (removed again by ``Setup.shutdown()``).
-    * ``set_global``: make them the global providers.  If a global SDK provider is already set,
-      it is left alone with a warning (see :func:`adopt` for that situation).
+    * ``set_global``: make them the global providers.  Where a global provider is already set
+      (an SDK provider, a vendor's proxy such as logfire's), it is left alone with one warning
+      and ``Setup.is_global`` is False (see :func:`adopt` for that situation).
     * ``**options``: the processors' own options (``policy``, ``tenant_key``, ``priority_rules``,
       ``max_queue_size``, ...), applied to both; unset ones come from the environment.
     """
@@ -281,33 +285,55 @@ def configure(
         log_processor = ScheduledLogRecordProcessor(exporter, **options)
         logger_provider.add_log_record_processor(log_processor)
 
-    is_global = False
-    if set_global:
-        is_global = True
-        if tracer_provider is not None:
-            if isinstance(trace.get_tracer_provider(), TracerProvider):
-                _logger.warning(
-                    "configure(): a global TracerProvider is already set; leaving it in place "
-                    "(use otel_sched.adopt() to switch its batch processors to ours)."
-                )
-                is_global = False
-            else:
-                trace.set_tracer_provider(tracer_provider)
-        if logger_provider is not None:
-            if isinstance(_logs.get_logger_provider(), LoggerProvider):
-                _logger.warning(
-                    "configure(): a global LoggerProvider is already set; leaving it in place "
-                    "(use otel_sched.adopt() to switch its batch processors to ours)."
-                )
-                is_global = False
-            else:
-                _logs.set_logger_provider(logger_provider)
-
+    is_global = set_global and _set_globals(tracer_provider, logger_provider)
     handler = None
     if logger_provider is not None and logging_handler:
         handler = _make_logging_handler(logger_provider)
         logging.getLogger().addHandler(handler)
     return Setup(tracer_provider, logger_provider, span_processor, log_processor, handler, is_global)
+
+
+# What the API hands out before a global provider is set (ProxyLoggerProvider is not re-exported).
+_API_DEFAULTS: Final = (
+    trace.ProxyTracerProvider,
+    trace.NoOpTracerProvider,
+    _logs_api.ProxyLoggerProvider,
+    _logs_api.NoOpLoggerProvider,
+)
+
+
+def _api_default(provider: Any) -> bool:
+    """Whether ``provider`` is what the API hands out while no global provider has been set."""
+    return isinstance(provider, _API_DEFAULTS)
+
+
+def _set_globals(tracer_provider: TracerProvider | None, logger_provider: LoggerProvider | None) -> bool:
+    """Make ours the global providers; False (with one warning) where someone else's already is.
+
+    The API sets each global once per process and refuses later calls with a warning of its own
+    that says nothing about what to do, so a provider already set -- a vendor's proxy
+    (logfire), a distro's SDK provider -- is detected first and left alone.
+    """
+    taken: list[str] = []
+    if tracer_provider is not None:
+        if _api_default(trace.get_tracer_provider()):
+            trace.set_tracer_provider(tracer_provider)
+        if trace.get_tracer_provider() is not tracer_provider:
+            taken.append(f"traces: {type_name(trace.get_tracer_provider())}")
+    if logger_provider is not None:
+        if _api_default(_logs.get_logger_provider()):
+            _logs.set_logger_provider(logger_provider)
+        if _logs.get_logger_provider() is not logger_provider:
+            taken.append(f"logs: {type_name(_logs.get_logger_provider())}")
+    if taken:
+        _logger.warning(
+            "otel_sched.configure(): a global provider is already set (%s); it stays in place, so "
+            "configure()'s provider for that signal is not global and gets nothing through the global "
+            "API (Setup.is_global is False).  To schedule what that setup exports, call "
+            "otel_sched.adopt() after it instead (see docs/getting-started.md).",
+            "; ".join(taken),
+        )
+    return not taken
 
 
 # -- adopt() ----------------------------------------------------------------------------------------
@@ -336,10 +362,43 @@ class _Found:
     containers: list[Any]  # the (Synchronous|Concurrent)Multi*Processors holding it
 
 
-_CONTAINERS: Final[dict[Signal, tuple[str, str, Any]]] = {
-    Signal.TRACES: ("_active_span_processor", "_span_processors", BatchSpanProcessor),
-    Signal.LOGS: ("_multi_log_record_processor", "_log_record_processors", BatchLogRecordProcessor),
+_CONTAINERS: Final[dict[Signal, tuple[str, str, type, type]]] = {
+    Signal.TRACES: ("_active_span_processor", "_span_processors", BatchSpanProcessor, SpanProcessor),
+    Signal.LOGS: (
+        "_multi_log_record_processor",
+        "_log_record_processors",
+        BatchLogRecordProcessor,
+        LogRecordProcessor,
+    ),
 }
+_SDK_PROVIDERS: Final = {Signal.TRACES: TracerProvider, Signal.LOGS: LoggerProvider}
+# Where documented wrapper processors keep what they wrap: logfire's WrapperSpanProcessor /
+# WrapperLogProcessor / PendingSpanProcessor (``processor``), its TailSamplingProcessor
+# (``deferred_processor`` too).  Read from the instance's own attributes only: a property or a
+# Mock() would answer any name.
+_WRAPPER_ATTRS: Final = ("processor", "deferred_processor")
+# A vendor proxy provider's SDK provider (logfire's ProxyTracerProvider / ProxyLoggerProvider).
+_PROXY_ATTR: Final = "provider"
+# Reported once per process: what adopt() or the patch left stock, and why.
+_reported: set[str] = set()
+
+
+def _own_attrs(obj: Any) -> dict[str, Any]:
+    try:
+        return dict(vars(obj))
+    except TypeError:  # no __dict__ (slots)
+        return {}
+
+
+def _sdk_provider(signal: Signal, provider: Any) -> Any:
+    """``provider`` itself when it is an SDK provider, else the SDK provider a vendor proxy holds."""
+    for _ in range(3):  # a proxy of a proxy at most
+        if isinstance(provider, _SDK_PROVIDERS[signal]):
+            return provider
+        provider = _own_attrs(provider).get(_PROXY_ATTR)
+        if provider is None:
+            return None
+    return None
 
 
 def _stock_internals_ok(processor: Any) -> bool:
@@ -352,12 +411,16 @@ def _stock_internals_ok(processor: Any) -> bool:
     )
 
 
-def _find(signal: Signal, provider: Any) -> list[_Found] | None:
-    """Stock processors registered on ``provider`` (nested multi processors included).
+def _find(signal: Signal, provider: Any, held: list[str]) -> list[_Found] | None:
+    """Stock processors in ``provider``'s processor tree, each with the multi processors holding it.
 
-    ``None`` when the provider's internals are not what this SDK version is known to have.
+    The tree is walked through multi processors (at any depth) and documented wrapper shapes.
+    A stock processor a wrapper holds directly (not in a multi processor) is not replaceable --
+    the wrapper may read its internals, as logfire's ``DynamicBatchSpanProcessor`` does -- and is
+    described in ``held``.  ``None`` when the provider's internals are not what this SDK version
+    is known to have.
     """
-    attr, field_name, stock = _CONTAINERS[signal]
+    attr, field_name, stock, base = _CONTAINERS[signal]
     root = getattr(provider, attr, None)
     if not isinstance(getattr(root, field_name, None), tuple):
         return None
@@ -365,31 +428,66 @@ def _find(signal: Signal, provider: Any) -> list[_Found] | None:
     pending = [root]
     seen: set[int] = set()
     while pending:
-        container = pending.pop()
-        if id(container) in seen:  # a multi processor registered twice, or inside itself
+        node = pending.pop()
+        if id(node) in seen:  # a processor registered twice, or inside itself
             continue
-        seen.add(id(container))
-        for processor in getattr(container, field_name):
+        seen.add(id(node))
+        children = getattr(node, field_name, None) if isinstance(node, base) else None
+        if not isinstance(children, tuple):
+            attrs = _own_attrs(node)
+            for name in _WRAPPER_ATTRS:
+                child = attrs.get(name)
+                if isinstance(child, stock):
+                    held.append(f"{type_name(node)}.{name} = {type_name(child)}")
+                elif isinstance(child, base):
+                    pending.append(child)
+            continue
+        for processor in children:
             if type(processor) is stock:
                 if not _stock_internals_ok(processor):
                     return None
-                if processor._batch_processor._shutdown:
-                    _logger.info("otel_sched.adopt(): skipping %r, it is already shut down", processor)
+                if processor._batch_processor._shutdown:  # type: ignore[attr-defined]
+                    _logger.info(
+                        "otel_sched.adopt(): skipping a %s that is already shut down", stock.__name__
+                    )
                     continue
                 same = [f for f in found if f.old is processor]
                 if same:
-                    same[0].containers.append(container)
+                    same[0].containers.append(node)
                 else:
-                    found.append(_Found(signal, processor, field_name, [container]))
+                    found.append(_Found(signal, processor, field_name, [node]))
             elif isinstance(processor, stock):
                 _logger.info(
                     "otel_sched.adopt(): leaving %s in place: a subclass of %s may rely on its own behaviour",
-                    type(processor).__qualname__,
+                    type_name(processor),
                     stock.__name__,
                 )
-            elif isinstance(getattr(processor, field_name, None), tuple):
+            elif isinstance(processor, base):
                 pending.append(processor)
     return found
+
+
+_VENDOR_ROUTE: Final = (
+    "To schedule those exports, hand the vendor our processor instead of letting it build a stock one "
+    "(logfire: logfire.configure(send_to_logfire=False, additional_span_processors=[ScheduledSpanProcessor("
+    "exporter)], advanced=logfire.AdvancedOptions(log_record_processors=[ScheduledLogRecordProcessor("
+    "exporter)])); see docs/getting-started.md."
+)
+
+
+def _report_held(where: str, held: list[str]) -> None:
+    new = [h for h in dict.fromkeys(held) if h not in _reported]
+    if not new:
+        return
+    _reported.update(new)
+    _logger.warning(
+        "%s: left %d stock batch processor(s) in place: a vendor wrapper holds them directly and reads "
+        "their internals, so replacing them would break it: %s.  %s",
+        where,
+        len(new),
+        "; ".join(new),
+        _VENDOR_ROUTE,
+    )
 
 
 def _replace_in(container: Any, field: str, old: Any, build: Callable[[], Any]) -> Any:
@@ -457,42 +555,50 @@ def adopt(
     """Replace the stock batch processors on already-built providers with ours; return what changed.
 
     With no provider given, the global tracer and logger providers are used; with either given,
-    only the ones given.  Every ``BatchSpanProcessor`` / ``BatchLogRecordProcessor`` registered on
-    them (directly or inside a nested multi processor; subclasses are left alone) is replaced, in
-    place and in order, by ours built around the same exporter instance with the same
+    only the ones given; a vendor's proxy provider (logfire's) stands for the SDK provider it holds.
+    Every ``BatchSpanProcessor`` / ``BatchLogRecordProcessor`` in their processor trees (directly,
+    in nested multi processors, or in multi processors inside wrappers such as logfire's;
+    subclasses are left alone) is replaced, in place and in order, by ours built around the
+    same exporter instance with the same
     ``max_queue_size`` / ``schedule_delay_millis`` / ``max_export_batch_size`` /
     ``export_timeout_millis`` unless ``options`` say otherwise.  The old processor's queue is
     exported and its worker stopped; the exporter is not shut down.  Its last export may overlap
     ours for a moment.
 
-    If a provider's internals are not what this SDK version is known to have, a warning is logged
-    and nothing is changed.  Bad ``options`` raise before anything changes.
+    A stock processor a wrapper holds directly (logfire's ``DynamicBatchSpanProcessor``) is left in
+    place, with one warning naming the types and the supported route.  If a provider's internals
+    are not what this SDK version is known to have, a warning is logged and nothing is changed.
+    Bad ``options`` raise before anything changes.  Messages name objects by type only: a
+    provider or exporter may carry credentials.
     """
     _validate_options(options)
-    if tracer_provider is None and logger_provider is None:
-        tracer_provider = trace.get_tracer_provider()
-        logger_provider = _logs.get_logger_provider()
-        # Proxies are what the API returns while nothing is set: nothing to adopt there.
-        if not isinstance(tracer_provider, TracerProvider):
-            tracer_provider = None
-        if not isinstance(logger_provider, LoggerProvider):
-            logger_provider = None
+    given: dict[Signal, Any] = {Signal.TRACES: tracer_provider, Signal.LOGS: logger_provider}
+    given_none = tracer_provider is None and logger_provider is None
+    if given_none:
+        given = {Signal.TRACES: trace.get_tracer_provider(), Signal.LOGS: _logs.get_logger_provider()}
 
     everything: list[_Found] = []
-    for signal, provider in ((Signal.TRACES, tracer_provider), (Signal.LOGS, logger_provider)):
-        if provider is None:
-            continue
-        found = _find(signal, provider)
+    held: list[str] = []
+    for signal, provider in given.items():
+        if provider is None or (given_none and _api_default(provider)):
+            continue  # not given, or no global set: nothing to adopt there
+        sdk = _sdk_provider(signal, provider)
+        found = None if sdk is None else _find(signal, sdk, held)
         if found is None:
             _logger.warning(
-                "otel_sched.adopt(): %r does not look like an OpenTelemetry SDK %s provider this "
-                "version knows (no %s); nothing was changed.",
-                provider,
+                "otel_sched.adopt(): the %s provider, a %s, is not (and holds no) OpenTelemetry SDK provider "
+                "this version knows; nothing was changed.",
                 signal.value,
-                _CONTAINERS[signal][0],
+                type_name(provider),
             )
             return []
         everything.extend(found)
+    if given_none and all(_api_default(p) for p in given.values()):
+        _logger.warning(
+            "otel_sched.adopt(): no global tracer or logger provider is set yet, so there is nothing to "
+            "adopt: call it after the setup that builds them."
+        )
+    _report_held("otel_sched.adopt()", held)
 
     replacements: list[Replacement] = []
     timeout_s = max(drain_timeout_millis, 0) / 1000.0
@@ -505,7 +611,7 @@ def adopt(
             new = _swap(item, functools.partial(factory, batch._exporter, **kwargs))
         except (TypeError, ValueError) as exc:
             # e.g. a stock export_timeout_millis of 0, which the stock class never checked.
-            _logger.warning("otel_sched.adopt(): leaving %r in place: %s", item.old, exc)
+            _logger.warning("otel_sched.adopt(): leaving a %s in place: %s", type_name(item.old), exc)
             continue
         if new is None:
             continue
@@ -536,7 +642,7 @@ def _constructor_wrapper(
         cls = args[0]
         options = _patch_options
         # Subclasses keep their own class: they may depend on the stock behaviour.
-        if options is not None and cls is stock:
+        if options is not None and cls is stock and not _built_for_a_reader_of_internals(stock):
             try:
                 return ours(*args[1:], **{**options, **kwargs})
             except (TypeError, ValueError) as exc:
@@ -546,6 +652,26 @@ def _constructor_wrapper(
         return wrapped(cls)
 
     return wrapper
+
+
+# Vendor modules that build a stock processor and then read its private internals: what they build
+# stays stock under the patch.  logfire's DynamicBatchSpanProcessor reads ``processor._batch_processor``
+# (and logfire decides from it whether its pending-span processor is needed).
+_READS_STOCK_INTERNALS: Final = frozenset({"logfire._internal.exporters.dynamic_batch"})
+_PASS_THROUGH_MODULES: Final = ("wrapt", __name__)
+
+
+def _built_for_a_reader_of_internals(stock: type) -> bool:
+    """Whether the code constructing ``stock`` right now is in ``_READS_STOCK_INTERNALS`` (said once)."""
+    frame: Any = sys._getframe(2)
+    while frame is not None and str(frame.f_globals.get("__name__", "")).startswith(_PASS_THROUGH_MODULES):
+        frame = frame.f_back
+    module = "" if frame is None else str(frame.f_globals.get("__name__", ""))
+    if module not in _READS_STOCK_INTERNALS:
+        return False
+    built = f"{module} builds {stock.__module__}.{stock.__qualname__}"
+    _report_held("otel_sched: the batch-processor patch", [built])
+    return True
 
 
 def _install_wrappers() -> None:
@@ -573,8 +699,10 @@ def patch_batch_processors(**options: Any) -> None:
 
     Same exporter and arguments; ``options`` (``policy``, ``tenant_key``, ...) are added to each.
     Subclasses of the stock classes and processors built before this call are not affected
-    (see :func:`adopt` for those).  Calling it again replaces the options.  Reversed by
-    :func:`unpatch_batch_processors`.  Bad options raise here, not at construction.
+    (see :func:`adopt` for those), nor are the ones a vendor wrapper builds to read their
+    internals (logfire's ``DynamicBatchSpanProcessor``; said once, with the supported route).
+    Calling it again replaces the options.  Reversed by :func:`unpatch_batch_processors`.
+    Bad options raise here, not at construction.
     """
     global _patch_options
     _validate_options(options)
