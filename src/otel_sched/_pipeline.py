@@ -82,6 +82,7 @@ _COORDINATE_EVERY = 0.125  # seconds between reports to the process-wide level (
 # ...or sooner, once the bytes held have grown this much (at least) since the last report: a rise
 # towards the next memory level is reported at once, a steady state costs no locks per step.
 _REPORT_STEP = 256 * 1024
+_ABANDON_MARGIN = 0.25  # seconds before shutdown's deadline at which the scheduler gives up waiting
 _MALFORMED = "otel-sched could not classify a %s item; dropping it"
 _MEMBERS = itertools.count(1)  # names pipelines in the process-wide level
 # Reasons for which a pre-encoded item goes to the spool (when there is one) instead of being lost.
@@ -582,7 +583,9 @@ class Pipeline:
                 self._thread.join(max(deadline - time.monotonic(), 0.0))
             return not self._thread.is_alive()
         self._shutdown = True
-        request = _Request("shutdown", deadline)
+        # The scheduler gives up a little before the caller's deadline: spooling or counting what is
+        # left is done by then, not after shutdown() returned.
+        request = _Request("shutdown", deadline - min(0.25 * timeout, _ABANDON_MARGIN))
         self._requests.append(request)
         self._wake.ring()
         if threading.current_thread() is not self._thread:
