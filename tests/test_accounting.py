@@ -36,7 +36,9 @@ def _provider(processor: Any) -> TracerProvider:
 def _emit(provider: TracerProvider, n: int, prefix: str = "op", size: int = 0) -> None:
     tracer = provider.get_tracer("acct")
     for i in range(n):
-        with tracer.start_as_current_span(f"{prefix}{i}", attributes={"tenant.id": "acme", "pad": "x" * size}):
+        with tracer.start_as_current_span(
+            f"{prefix}{i}", attributes={"tenant.id": "acme", "pad": "x" * size}
+        ):
             pass
 
 
@@ -202,7 +204,9 @@ def test_hung_lane_replacements_are_capped_and_retired_lanes_leave_the_pool() ->
     assert concurrency["replace_refused"] >= 2
     assert len(pipeline.pool.lanes) == 4
     factory.gate.set()  # the calls return: retired lanes end and leave the pool
-    assert wait_until(lambda: len(pipeline.pool.lanes) == 2 and processor.stats()["concurrency"]["retired"] == 0)
+    assert wait_until(
+        lambda: len(pipeline.pool.lanes) == 2 and processor.stats()["concurrency"]["retired"] == 0
+    )
     assert processor.force_flush(30_000)
     provider.shutdown()
     _assert_settled(processor.stats(), 40)

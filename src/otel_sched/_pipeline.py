@@ -1119,7 +1119,8 @@ class Pipeline:
                 continue
             if stuck and not request.ok:
                 _logger.warning(
-                    "otel-sched %s pipeline: every export lane is hung (export_timeout_millis=%s); %s ends now",
+                    "otel-sched %s pipeline: every export lane is hung (export_timeout_millis=%s); %s ends "
+                    "now",
                     self.signal.value,
                     self.config.export_timeout_millis,
                     "force_flush" if request.kind == "flush" else "shutdown",
