@@ -324,7 +324,7 @@ class SpooledAccounting(Accounting):
 
 
 def test_the_balance_holds_under_any_interleaving() -> None:
-    run_state_machine_as_test(Accounting, settings=settings(_SETTINGS, max_examples=60))
+    run_state_machine_as_test(Accounting, settings=settings(_SETTINGS, max_examples=40))
 
 
 def test_the_balance_holds_with_the_spool_on(receiver: OTLPReceiver) -> None:
