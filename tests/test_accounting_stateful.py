@@ -145,8 +145,8 @@ class Accounting(RuleBasedStateMachine):
         exporter = self.make_exporter(signal_name)
         resource = Resource.create({"service.name": "accounting"})
         options = {**_OPTIONS, "shutdown_timeout_millis": shutdown_millis}
-        if self.spool_dir is not None:
-            options["spool_dir"] = self.spool_dir
+        if self.spool_dir is not None:  # small requests: what is spooled at once spans several
+            options.update(spool_dir=self.spool_dir, max_export_batch_bytes=2048)
         if signal_name == "traces":
             self.processor = ScheduledSpanProcessor(exporter, **options)
             self.provider = TracerProvider(resource=resource, shutdown_on_exit=False)
