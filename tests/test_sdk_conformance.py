@@ -320,8 +320,11 @@ def test_shutdown_within_its_timeout_interrupts_the_export_in_flight(kind: Kind,
     processor.shutdown()
     assert wait_until(lambda: exporter.interrupted)  # the export in flight ends when the exporter shuts down
     assert exporter.calls == 1  # the two still queued were never handed over
-    # The two never handed over are counted; the interrupted batch was in flight when the deadline came.
-    assert processor.stats()["dropped"]["shutdown_timeout"] == 2
+    # Every item is accounted for: the two never handed over and the interrupted batch, which was
+    # still in flight when the deadline came.
+    stats = processor.stats()
+    assert stats["dropped"]["shutdown_timeout"] == 3
+    assert stats["balance"]["balanced"]
 
 
 # -- trace/export/test_export.py: TestBatchSpanProcessor -------------------------------------------------

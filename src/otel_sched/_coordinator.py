@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 import weakref
@@ -282,11 +283,13 @@ class Coordinator:
             me.sent += nbytes / me.weight
 
     def snapshot(self) -> dict[str, Any]:
+        with self._lock:  # pipelines join and leave on other threads
+            pipelines_bytes = sum(m.bytes for _, m in self._members.values())
         sample = self._probe.latest() if self._probe is not None else None
         return {
             "memory_level": self.level.name.lower(),
             "memory_budget_bytes": self._budget,
-            "pipelines_bytes": sum(m.bytes for _, m in self._members.values()),
+            "pipelines_bytes": pipelines_bytes,
             "pipeline_cpu_cores": self.pipeline_cpu,
             "lanes_factor": self.lanes_factor,
             "batch_factor": self.batch_factor,
@@ -309,6 +312,18 @@ def _same_collector(a: Member, b: Member) -> bool:
 
 _COORDINATOR: Coordinator | None = None
 _COORDINATOR_LOCK = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    # A lock held by a parent thread at fork stays held in the child, where that thread is gone.
+    global _COORDINATOR_LOCK
+    _COORDINATOR_LOCK = threading.Lock()
+    if _COORDINATOR is not None:
+        _COORDINATOR._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def coordinator() -> Coordinator:

@@ -74,8 +74,9 @@ def jain_index(values: Iterable[float]) -> float | None:
 class Stats:
     """Counters of one pipeline.
 
-    Invariant (once the pipeline is idle): received == exported + sum(dropped.values())
-    + queued + in_flight, where received counts every sampled item offered.
+    With the pipeline's held terms they balance at every step (``Pipeline.balance``):
+    received == exported - replayed_items + dropped (app drops included) + spooled_items
+    + queued + intake + in_flight.
     """
 
     def __init__(self, max_tenants: int) -> None:

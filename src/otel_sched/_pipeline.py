@@ -83,6 +83,7 @@ _COORDINATE_EVERY = 0.125  # seconds between reports to the process-wide level (
 # ...or sooner, once the bytes held have grown this much (at least) since the last report: a rise
 # towards the next memory level is reported at once, a steady state costs no locks per step.
 _REPORT_STEP = 256 * 1024
+_ABANDON_MARGIN = 0.25  # seconds before shutdown's deadline at which the scheduler gives up waiting
 _MALFORMED = "otel-sched could not classify a %s item; dropping it"
 _MEMBERS = itertools.count(1)  # names pipelines in the process-wide level
 # Reasons for which a pre-encoded item goes to the spool (when there is one) instead of being lost.
@@ -293,6 +294,10 @@ class Pipeline:
             self.sync,
         )
         self._intake: deque[Any] = deque()
+        self._taken = 0  # items taken from the intake (each then ends in a queue, a job or a count)
+        # Held by the scheduler thread across each step: snapshot() reads the balance between steps,
+        # never half way through moving an item from one term to another.
+        self._step_lock = threading.RLock()
         self._completions: deque[tuple[Lane, Job, Outcome, float]] = deque()
         self._requests: deque[_Request] = deque()
         self._pending: list[_Request] = []
@@ -635,11 +640,15 @@ class Pipeline:
                 self._thread.join(max(deadline - time.monotonic(), 0.0))
             return not self._thread.is_alive()
         self._shutdown = True
-        request = _Request("shutdown", deadline)
+        # The scheduler gives up a little before the caller's deadline: spooling or counting what is
+        # left is done by then, not after shutdown() returned.
+        request = _Request("shutdown", deadline - min(0.25 * timeout, _ABANDON_MARGIN))
         self._requests.append(request)
         self._wake.ring()
         if threading.current_thread() is not self._thread:
             self._thread.join(max(deadline - time.monotonic(), 0.0))
+            if self._thread.is_alive():  # late on a loaded machine: its last step accounts for what is left
+                self._thread.join(_ABANDON_MARGIN)
         self._shutdown_exporters(deadline)
         _LIVE.discard(self)
         return request.ok
@@ -685,14 +694,17 @@ class Pipeline:
                         self._sleeping = False
                     self._wake.clear()
                     now = time.monotonic()
-                    if now < due and self._light_step(now):
-                        continue
-                    due = -math.inf
-                    if self._step(now):
-                        return
+                    with self._step_lock:
+                        if now < due and self._light_step(now):
+                            continue
+                        due = -math.inf
+                        if self._step(now):
+                            return
                 except Exception:  # noqa: BLE001 - supervised: one failing step must not stop the pipeline
                     due = -math.inf
-                    self._recover()
+                    with self._step_lock:
+                        self._recover()
+
         finally:
             unregister_thread()
 
@@ -724,7 +736,7 @@ class Pipeline:
                 + self._in_flight
             )
             # Measured against the gap left after the previous failure (never counted twice).
-            gap = self.classifier.last_seq - accounted
+            gap = self._taken - accounted
             lost = gap - self._unaccounted
             if lost > 0:
                 stats.dropped["internal_error"] += lost
@@ -807,42 +819,45 @@ class Pipeline:
         run: list[Task] = []
         last_priority, last_tenant = -1, ""
         n = 0
-        while intake and (limit is None or n < limit):
-            raw = intake.popleft()
-            n += 1
-            depth = 0
-            if type(raw) is _Nested:
-                depth, raw = raw.depth, raw.item
-            item = None
-            try:
-                item = prepare(raw)
-                task = classify(item, now)
-            except EncodingError as exc:
-                self._encode_failed_item(item, now, exc)
-                continue
-            except Exception:  # one malformed item must not stop the pipeline
-                _logger.exception(_MALFORMED, self.signal.value)
-                self.stats.dropped["malformed"] += 1
-                continue
-            if depth:
-                task.depth = depth
-            priority = task.priority
-            if priority < min_priority:
-                drops.append((task, "memory_pressure"))
-                continue
-            if task.cost > max_item:
-                drops.append((task, "item_too_large"))
-                continue
-            if priority == last_priority and task.tenant == last_tenant:
-                run.append(task)
-            else:
-                run = [task]
-                runs.append(run)
-                last_priority, last_tenant = priority, task.tenant
-        if runs:
-            dropped = self.admission.admit_runs(runs, self.queues)
-            if dropped:
-                drops.extend(dropped)
+        try:
+            while intake and (limit is None or n < limit):
+                raw = intake.popleft()
+                n += 1
+                depth = 0
+                if type(raw) is _Nested:
+                    depth, raw = raw.depth, raw.item
+                item = None
+                try:
+                    item = prepare(raw)
+                    task = classify(item, now)
+                except EncodingError as exc:
+                    self._encode_failed_item(item, now, exc)
+                    continue
+                except Exception:  # one malformed item must not stop the pipeline
+                    _logger.exception(_MALFORMED, self.signal.value)
+                    self.stats.dropped["malformed"] += 1
+                    continue
+                if depth:
+                    task.depth = depth
+                priority = task.priority
+                if priority < min_priority:
+                    drops.append((task, "memory_pressure"))
+                    continue
+                if task.cost > max_item:
+                    drops.append((task, "item_too_large"))
+                    continue
+                if priority == last_priority and task.tenant == last_tenant:
+                    run.append(task)
+                else:
+                    run = [task]
+                    runs.append(run)
+                    last_priority, last_tenant = priority, task.tenant
+            if runs:
+                dropped = self.admission.admit_runs(runs, self.queues)
+                if dropped:
+                    drops.extend(dropped)
+        finally:  # taken, whatever happens next: _recover counts what a failed step lost
+            self._taken += n
         if n:
             self.former.note_arrival(now)
         if drops:
@@ -946,8 +961,8 @@ class Pipeline:
                     self.stats.spooled_items += len(chunk)
                     for t in chunk:
                         t.encoded = t.envelope = t.item = None
-                if task is not None:
-                    chunk, size = [task], task.cost
+                if nxt is not None:
+                    chunk, size = [nxt], nxt.cost
         return failed
 
     def _replay_due(self) -> bool:
@@ -1199,19 +1214,34 @@ class Pipeline:
         jobs = [*self._retries, *self.pool.pending()]
         return not any(not job.timed_out and min(t.seq for t in job.batch) <= target for job in jobs)
 
+    def _stuck(self) -> bool:
+        """Nothing can move: every live lane is hung (and could not be replaced), none is running a
+        job within its timeout.  Waiting longer for a flush or shutdown would only wait."""
+        if self.pool.live_lanes() > len(self._hung):
+            return False
+        return not any(not job.timed_out for job in self.pool.running())
+
     def _settle_requests(self, now: float) -> bool:
         finished = False
         still: list[_Request] = []
+        stuck = bool(self._pending) and self._stuck()
         for request in self._pending:
             if self._covered(request):
                 request.ok = True
-            elif now < request.deadline:
+            elif now < request.deadline and not stuck:
                 still.append(request)
                 continue
+            if stuck and not request.ok:
+                _logger.warning(
+                    "otel-sched %s pipeline: every export lane is hung (export_timeout_millis=%s); %s ends "
+                    "now",
+                    self.signal.value,
+                    self.config.export_timeout_millis,
+                    "force_flush" if request.kind == "flush" else "shutdown",
+                )
             if request.kind != "flush":
                 finished = True
-                if not request.ok:
-                    self._abandon(request)
+                self._abandon()
                 if self.spool is not None:
                     self.spool.close()
                     self.spool = None
@@ -1228,24 +1258,42 @@ class Pipeline:
             self.pool.stop()
         return finished
 
-    def _abandon(self, request: _Request) -> None:
-        """Shutdown ran out of time: count what is still queued instead of losing it silently."""
+    def _abandon(self) -> None:
+        """Shutdown ends: spool (spool on) or count as ``shutdown_timeout`` everything still held --
+        in the intake, queued, waiting for a retry, and in flight.  A batch still being sent is
+        abandoned too: if its call succeeds after all, it is delivered as well (at least once)."""
+        jobs = self.pool.withdraw()
+        self._drain_completions()  # what was reported before the withdrawal counts as it is
+        self._drain_intake(time.monotonic(), None)
         leftovers: list[tuple[Task, str]] = []
         for sq in self.queues:
             while sq.tasks:
                 leftovers.append((self.queues.pop_head(sq), "shutdown_timeout"))
-        retried: list[tuple[Task, str]] = []
-        while self._retries:
-            job = self._retries.popleft()
+        # Handed to the exporter before: the SDK-named metric already counted them as processed.
+        submitted: list[tuple[Task, str]] = []
+        for job in [*self._retries, *jobs]:
+            if job in jobs:
+                self._jobs_in_flight -= 1
+            if job.spooled is not None:  # a replay: its row stays in the spool
+                self._finish_replay(job, False)
+                continue
             self._in_flight -= len(job.batch)
-            retried.extend((t, "shutdown_timeout") for t in job.batch)
-        if leftovers or retried:
-            _logger.warning(
-                "otel-sched: shutdown timed out with %d items queued; they are dropped",
-                len(leftovers) + len(retried),
-            )
+            submitted.extend((t, "shutdown_timeout") for t in job.batch)
+        self._retries.clear()
+        if leftovers or submitted:
+            spooled = self.stats.spooled_items
             self._drop(leftovers)
-            self._drop(retried, submitted=True)
+            self._drop(submitted, submitted=True)
+            leftovers += submitted
+            spooled = self.stats.spooled_items - spooled
+            _logger.warning(
+                "otel-sched %s pipeline: shutdown ended with %d items not exported: %d spooled, %d dropped "
+                "(shutdown_timeout)",
+                self.signal.value,
+                len(leftovers),
+                spooled,
+                len(leftovers) - spooled,
+            )
 
     def _next_deadline(self, now: float) -> float | None:
         """When the full step next has time-based work (a batch's delay, a hung export, a pause
@@ -1309,7 +1357,32 @@ class Pipeline:
             "queued_bytes": float(snap["queued_bytes"]),
         }
 
+    def balance(self) -> dict[str, Any]:
+        """The accounting terms, read between two scheduler steps (so they are consistent):
+        ``received == exported + dropped + spooled + queued + intake + in_flight``.
+
+        ``exported`` counts items of this process's batches (not replays of spooled batches,
+        which were counted in ``spooled`` when they were stored); ``dropped`` includes the
+        application thread's drops (intake full, recursion, after shutdown)."""
+        with self._step_lock:
+            stats = self.stats
+            intake = len(self._intake)
+            app = sum(stats.app_drop_counts().values())
+            terms = {
+                "received": self._taken + intake + app,
+                "exported": stats.exported - stats.replayed_items,
+                "dropped": sum(stats.dropped.values()) + app,
+                "spooled": stats.spooled_items,
+                "queued": self.queues.count,
+                "intake": intake,
+                "in_flight": self._in_flight,
+            }
+        held = terms["queued"] + terms["intake"] + terms["in_flight"]
+        accounted = terms["exported"] + terms["dropped"] + terms["spooled"] + held
+        return {**terms, "held": held, "balanced": terms["received"] == accounted}
+
     def snapshot(self) -> dict[str, Any]:
+        balance = self.balance()
         queues = self.queues
         by_class = list(queues.class_count)
         by_tenant = queues.tenant_count.copy()
@@ -1321,7 +1394,8 @@ class Pipeline:
                 "signal": self.signal.value,
                 "policy": self.config.policy,
                 "mode": "shutdown" if self._shutdown else self.modes.mode.value,
-                "received": self.classifier.last_seq + intake + sum(self.stats.app_drop_counts().values()),
+                "received": balance["received"],
+                "balance": balance,
                 "queued": queued,
                 "queued_bytes": queues.nbytes,
                 "intake": intake,
@@ -1334,6 +1408,8 @@ class Pipeline:
                     "max": self.controller.max_limit,
                     "hung": len(self._hung),
                     "replaced": self.pool.replaced,
+                    "retired": self.pool.retired(),
+                    "replace_refused": self.pool.replace_refused,
                     "stolen": sum(lane.stolen for lane in self.pool.lanes),
                     "increases": self.controller.increases,
                     "decreases": self.controller.decreases,

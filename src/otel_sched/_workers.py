@@ -17,8 +17,9 @@ Guarantees:
   * every submitted job produces exactly one completion callback, from the lane that
     ran it (a job overtaken by its timeout still reports, flagged by the scheduler as
     late);
-  * a replaced (hung) lane takes no new job; its thread ends when its call returns
-    and then shuts its exporter down;
+  * a replaced (hung) lane takes no new job; its thread ends when its call returns,
+    shuts its exporter down and leaves ``lanes``.  At most ``max_retired`` such lanes
+    exist at a time: past that, a hung lane is not replaced (``replace`` returns None);
   * threads hold no reference to the processor, so it can be garbage collected.
 
 Recursion control: every thread this package starts is registered with the depth of
@@ -33,7 +34,9 @@ from __future__ import annotations
 import asyncio
 import enum
 import inspect
+import itertools
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -54,6 +57,15 @@ _THREADS: dict[int, list[int]] = {}
 
 _LAG_PERIOD = 0.1  # seconds between event-loop heartbeats
 _LAG_BLOCKED = 0.1  # a heartbeat this late means something blocked the loop
+
+
+def _forget_threads_after_fork() -> None:
+    # Thread idents of the parent mean nothing in the child (and may be reused by its new threads).
+    _THREADS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_threads_after_fork)
 
 
 def register_thread(depth: int = 0) -> list[int]:
@@ -210,6 +222,7 @@ class Lane:
             unregister_thread()
             if self.retired:
                 pool._close_exporter(self.exporter)
+                pool._forget(self)
 
     def _export_sync(self, job: Job) -> tuple[Outcome, float]:
         token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
@@ -259,6 +272,8 @@ class Lane:
         finally:
             detach(token)
         self.pool._finish(self, job, outcome, time.monotonic() - start)
+        if self.retired:
+            self.pool._forget(self)
         try:
             self.pool._kick_async()
         except Exception:  # supervised: the loop lives on; the next submit kicks again
@@ -289,6 +304,10 @@ class LanePool:
         self._make_exporter = make_exporter
         self._on_done = on_done
         self.replaced = 0
+        self.replace_refused = 0  # hung lanes not replaced: max_retired lanes were still stuck
+        # Retired lanes whose call has not returned yet: each holds a thread and an exporter.
+        self.max_retired = max(1, sum(lanes_per_endpoint))
+        self._index = itertools.count()
         # Written by the scheduler: a lane of an endpoint taken out of rotation steals nothing.
         self.endpoint_ok = [True] * len(lanes_per_endpoint)
         self.max_loop_lag = 0.0
@@ -304,7 +323,7 @@ class LanePool:
         for endpoint, count in enumerate(lanes_per_endpoint):
             for k in range(count):
                 exporter = first if not self.lanes else make_exporter(endpoint)
-                self.lanes.append(Lane(self, len(self.lanes), endpoint, exporter, asynchronous))
+                self.lanes.append(Lane(self, next(self._index), endpoint, exporter, asynchronous))
                 del k
 
     # -- the asyncio loop ---------------------------------------------------------------------------------
@@ -399,8 +418,19 @@ class LanePool:
             jobs.extend(lane.current for lane in self.lanes if lane.current is not None)
             return jobs
 
+    def retired(self) -> int:
+        with self.cond:
+            return sum(1 for lane in self.lanes if lane.retired)
+
     def replace(self, lane: Lane) -> Lane | None:
-        """Retire a hung lane and start a fresh one (a new exporter instance) in its place."""
+        """Retire a hung lane and start a fresh one (a new exporter instance) in its place.
+
+        None when it cannot: ``max_retired`` retired lanes are still stuck in their calls (each is a
+        thread and an exporter: replacing without a bound grows both without one), or no exporter
+        could be built."""
+        if self.retired() >= self.max_retired:
+            self.replace_refused += 1
+            return None
         try:
             exporter = self._make_exporter(lane.endpoint)
         except Exception:
@@ -410,7 +440,7 @@ class LanePool:
             lane.retired = True
             orphans = list(lane.jobs)
             lane.jobs.clear()
-            fresh = Lane(self, len(self.lanes), lane.endpoint, exporter, self.asynchronous)
+            fresh = Lane(self, next(self._index), lane.endpoint, exporter, self.asynchronous)
             fresh.jobs.extend(orphans)
             self.lanes.append(fresh)
             self.replaced += 1
@@ -467,13 +497,34 @@ class LanePool:
             lane.current = job
         return job
 
+    def _forget(self, lane: Lane) -> None:
+        """A retired lane whose call returned: nothing scans it any more."""
+        with self.cond:
+            if lane in self.lanes:
+                self.lanes.remove(lane)
+
     def _finish(self, lane: Lane, job: Job, outcome: Outcome, seconds: float) -> None:
         with self.cond:
             lane.current = None
             lane.task = None
-        self._on_done(lane, job, outcome, seconds)
+            # Under the lock: withdraw() finds every job either still held or already reported.
+            self._on_done(lane, job, outcome, seconds)
 
     # -- shutdown -----------------------------------------------------------------------------------------
+
+    def withdraw(self) -> list[Job]:
+        """Take back every job not reported yet (shutdown gives up on them): waiting jobs leave their
+        deques, running ones are flagged ``timed_out`` so that a result they still report is late."""
+        with self.cond:
+            jobs: list[Job] = []
+            for lane in self.lanes:
+                jobs.extend(lane.jobs)
+                lane.jobs.clear()
+                job = lane.current
+                if job is not None and not job.timed_out:
+                    job.timed_out = True
+                    jobs.append(job)
+            return jobs
 
     def stop(self) -> None:
         """Lanes finish what they hold and end; the loop lives on until the exporters are shut down."""
