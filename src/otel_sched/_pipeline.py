@@ -990,6 +990,12 @@ class Pipeline:
             if job.spooled is not None:
                 self._finish_replay(job, ok)
                 continue
+            if not ok and self.spool is not None:
+                # Durable before it is tried again: the batch goes to the spool now, and its replay
+                # (on any endpoint, as the router allows) is the retry.  In memory a kill -9 loses it.
+                self._in_flight -= len(job.batch)
+                self._finish_batch(job, outcome, seconds)
+                continue
             if outcome is Outcome.RETRYABLE and job.attempts < _MAX_ATTEMPTS:
                 job.attempts += 1
                 job.anywhere = True
