@@ -573,6 +573,9 @@ class Pipeline:
         """
         timeout = self.config.shutdown_timeout_millis / 1000.0 if timeout_s is None else timeout_s
         deadline = time.monotonic() + timeout
+        exiting = _exit_deadline()
+        if exiting is not None:
+            deadline = min(deadline, exiting)
         if self._shutdown:
             if threading.current_thread() is not self._thread:
                 self._thread.join(max(deadline - time.monotonic(), 0.0))
@@ -587,14 +590,14 @@ class Pipeline:
         _LIVE.discard(self)
         return request.ok
 
-    def close_async(self) -> None:
-        """Begin shutdown without waiting (garbage collection of the processor)."""
+    def close_async(self, deadline: float | None = None) -> None:
+        """Begin shutdown without waiting (garbage collection of the processor, interpreter exit)."""
         if self._shutdown:
             return
         self._shutdown = True
-        self._requests.append(
-            _Request("close", time.monotonic() + self.config.shutdown_timeout_millis / 1000)
-        )
+        if deadline is None:
+            deadline = time.monotonic() + self.config.shutdown_timeout_millis / 1000
+        self._requests.append(_Request("close", deadline))
         self._wake.ring()
 
     def _shutdown_exporters(self, deadline: float) -> None:
@@ -1298,8 +1301,38 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reinit_after_fork)
 
 
+_EXIT_DEADLINE: float | None = None
+
+
+def _exit_deadline() -> float | None:
+    """At interpreter exit, the one deadline every pipeline's shutdown shares; None before.
+
+    Exit is when atexit hooks run: threading has shut down, so the main thread is no longer
+    alive (CPython 3.8 to 3.13).  The first shutdown at exit -- ours or a provider's hook, in
+    whatever order they were registered -- starts every live pipeline draining at once, so
+    the process exits within ``exit_timeout_millis`` however many pipelines there are and
+    whatever the collector does.
+    """
+    global _EXIT_DEADLINE
+    if _EXIT_DEADLINE is not None:
+        return _EXIT_DEADLINE
+    if threading.main_thread().is_alive():
+        return None
+    live = list(_LIVE)
+    budget = max((p.config.exit_timeout_millis for p in live), default=0.0) / 1000.0
+    _EXIT_DEADLINE = deadline = time.monotonic() + budget
+    for pipeline in live:
+        pipeline.close_async(deadline)
+    return deadline
+
+
 def shutdown_all(timeout_s: float = 10.0) -> None:
     """Flush and stop every live pipeline within one overall deadline (used at interpreter exit)."""
     deadline = time.monotonic() + timeout_s
+    exiting = _exit_deadline()
+    if exiting is not None:
+        deadline = min(deadline, exiting)
+    for pipeline in list(_LIVE):
+        pipeline.close_async(deadline)  # all drain at once
     for pipeline in list(_LIVE):
         pipeline.shutdown(max(deadline - time.monotonic(), 0.0))
