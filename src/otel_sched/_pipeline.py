@@ -269,6 +269,7 @@ class Pipeline:
         self._intake_batch = _intake_batch()
         self._dispatchable = False  # the last dispatch could have started a job
         self._in_flight = 0  # items in jobs that were submitted and have not completed or timed out
+        self._flight_item = 512.0  # bytes per item of the last batch dispatched
         self._jobs_in_flight = 0
         self._retries: deque[Job] = deque()
         self._hung: set[Lane] = set()  # timed out, no replacement possible: wait for the call to return
@@ -321,6 +322,10 @@ class Pipeline:
         signal = cfg.signal.value
         fast = None if not cfg.otlp_fast_path or spec.asynchronous else fast_path_for(spec.first, signal)
         self._fast = fast is not None
+        # Copies of a batch's bytes while it is sent: the tasks' own, the assembled request body,
+        # and the compressed body when the sender compresses (gzip/deflate: a third buffer).
+        compressed = fast is not None and getattr(fast.sender, "compression", "none") != "none"
+        self._copies_in_flight = 3 if compressed else 2
         # Bytes an item holds beyond its encoded size (measured with tracemalloc on CPython 3.11 and
         # opentelemetry-sdk 1.45, rounded up): the memory budget is about RSS, not payload.
         self._raw_overhead = _RAW_OVERHEAD[self.signal]
@@ -425,16 +430,24 @@ class Pipeline:
 
         Encoded (or predicted) bytes plus the Python objects around them: a Task per queued or
         in-flight item, the raw SDK object of an item not yet encoded, and the request body a
-        lane assembles from the bytes of a batch in flight (a second copy while it is sent).
+        lane assembles from the bytes of a batch in flight (a second copy while it is sent, a
+        third when the sender compresses it).
         """
         queues = self.queues
-        per_item = queues.nbytes / queues.count if queues.count else 512.0
+        per_item = queues.nbytes / queues.count if queues.count else self._flight_item
         return int(
             queues.nbytes
             + queues.count * self._task_overhead
-            + self._in_flight * (2 * per_item + self._task_overhead)
+            + self._flight_bytes()
             + len(self._intake) * (per_item + self._raw_overhead)
         )
+
+    def _flight_bytes(self) -> int:
+        """What the batches in flight hold (see :meth:`_held_bytes`).  Bounded to a third of the
+        memory share (:meth:`_may_dispatch`): request bodies and their compressed copies are no
+        queue's, and concurrency grows with the collector's latency, so without that bound the
+        budget would bound the queues only."""
+        return int(self._in_flight * (self._copies_in_flight * self._flight_item + self._task_overhead))
 
     def _coordinate(self, now: float) -> None:
         self._intake_batch = _intake_batch()  # the application may tune or stop the collector
@@ -894,6 +907,7 @@ class Pipeline:
         in_flight = self._jobs_in_flight
         return (
             in_flight < min(self.pool.live_lanes() - len(self._hung), self._lane_cap)
+            and (not in_flight or self._flight_bytes() < self._share_bytes // 3 or not self._share_bytes)
             and self.controller.may_dispatch(now, in_flight)
             and self.modes.may_dispatch(now, in_flight)
             and self.router.pick(now) is not None
@@ -959,6 +973,8 @@ class Pipeline:
             self._wake_after = 0
 
     def _note_dispatch(self, batch: list[Task], now: float) -> None:
+        # What an item in flight weighs: the queue's mean says nothing once the queue is empty.
+        self._flight_item = sum(task.cost for task in batch) / len(batch)
         waits = [now - task.enqueued for task in batch]
         self.stats.queue_wait.extend(waits)
         if self.metrics.enabled:
