@@ -1323,8 +1323,9 @@ _EXIT_DEADLINE: float | None = None
 def _exit_deadline() -> float | None:
     """At interpreter exit, the one deadline every pipeline's shutdown shares; None before.
 
-    Exit is when atexit hooks run: threading has shut down, so the main thread is no longer
-    alive (CPython 3.8 to 3.13).  The first shutdown at exit -- ours or a provider's hook, in
+    Exit is when atexit hooks run: on the main thread once threading has shut down (every
+    non-daemon thread joined), so that the main thread no longer counts as alive (CPython 3.8
+    to 3.13).  The first shutdown at exit -- ours or a provider's hook, in
     whatever order they were registered -- starts every live pipeline draining at once, so
     the process exits within ``exit_timeout_millis`` however many pipelines there are and
     whatever the collector does.
@@ -1332,7 +1333,8 @@ def _exit_deadline() -> float | None:
     global _EXIT_DEADLINE
     if _EXIT_DEADLINE is not None:
         return _EXIT_DEADLINE
-    if threading.main_thread().is_alive():
+    main = threading.main_thread()
+    if main.is_alive() or threading.current_thread() is not main:
         return None
     live = list(_LIVE)
     budget = max((p.config.exit_timeout_millis for p in live), default=0.0) / 1000.0
