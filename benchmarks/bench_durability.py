@@ -1,6 +1,6 @@
 """Durability with the on-disk spool: a collector outage, kill -9 during a burst, the spool's cost.
 
-    python benchmarks/bench_durability.py [--quick] [--json PATH] [--only outage kill9 overhead]
+    python benchmarks/bench_durability.py [--quick] [--json PATH] [--only outage kill9 overhead outage_kill9]
 
 (a) *outage*: an app thread offers 2,000 spans/s (4 attributes and a sequence number) for
 80 s through the real OTLP/HTTP exporter (default settings, 10 s timeout); the embedded
@@ -26,6 +26,15 @@ replays.  Committed (the last line read before the kill) vs delivered (distinct 
 the receiver), and duplicates.  Target: delivered >= committed.  The stock processor keeps
 nothing on disk: a kill loses everything it holds, so it is not run here.  (b) runs in
 child processes while (a) is under way: it checks what survives a kill, not speed.
+
+(d) *outage_kill9*: a child process set up by ``otel_sched.configure()`` (OTLP/HTTP, spool
+on, everything else default) creates 500 spans/s, each with a sequence number, and prints
+every 25 spans how many it has made and the wall time.  The receiver answers 503 to
+everything from t=3 s; the parent sends SIGKILL 0.5, 1.5, 4 and 8 s into that outage (one run
+each), and once, at t=7 s, with no outage.  A second process then opens the same spool with the
+collector up and replays.  Figure: of the spans created 1 s or more before the kill (by the
+child's last report at least 1 s older than the kill), the share delivered (distinct).
+Target: >= 99 % at every moment.  ``--quick``: the 4 s run only.
 
 (c) *overhead*: CPU per exported span through OTLP/HTTP to a local receiver, app at
 2,000 spans/s (process CPU minus an app-alone run, the receiver's threads measured apart:
@@ -656,10 +665,169 @@ def report_overhead(r: dict[str, Any], quick: bool) -> None:
     )
 
 
+# -- (d) kill -9 at any moment of a 503 outage, app at 500 spans/s through configure() ------------------
+
+_PACED_CHILD = textwrap.dedent(
+    """
+    import json, logging, sys, time
+    from otel_sched import configure
+
+    logging.getLogger("otel_sched").setLevel(logging.ERROR)
+    logging.getLogger("opentelemetry").setLevel(logging.CRITICAL)
+    endpoint, spool, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+    setup = configure(service_name="kill9", endpoint=endpoint, protocol="http/protobuf", logs=False,
+                      logging_handler=False, set_global=False, spool_dir=spool)
+    p = setup.span_processor
+    if mode == "paced":
+        tracer = setup.tracer_provider.get_tracer("paced")
+        rate, seq, t0 = float(sys.argv[4]), 0, time.monotonic()
+        while True:
+            delay = t0 + seq / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            tracer.start_span("paced", attributes={"bench.seq": seq}).end()
+            seq += 1
+            if seq % 25 == 0:  # spans 0..seq-1 exist now
+                print(seq, time.time(), flush=True)
+    else:
+        start = time.monotonic()
+        last, last_change = -1, start
+        while time.monotonic() - start < 60:
+            s = p.stats()
+            busy = s["spool"].get("pending_batches", 0) or s["in_flight"] or s["queued"]
+            now = time.monotonic()
+            if s["spool"]["replayed_items"] != last:
+                last, last_change = s["spool"]["replayed_items"], now
+            elif not busy and now - last_change > 1.0:
+                break
+            time.sleep(0.05)
+        print(json.dumps({"seconds": time.monotonic() - start, "spool": s["spool"]}), flush=True)
+        setup.shutdown()
+    """
+)
+
+# (seconds healthy before the outage, seconds into the outage when killed); None: no outage.
+KILL_MOMENTS: tuple[tuple[float, float | None], ...] = (
+    (3.0, 0.5),
+    (3.0, 1.5),
+    (3.0, 4.0),
+    (3.0, 8.0),
+    (7.0, None),
+)
+KILL_RATE = 500.0
+
+
+def outage_kill9_run(before_s: float, into_s: float | None) -> dict[str, Any]:
+    hook = Distinct()
+    with c.receiver(item_hook=hook) as rx, tempfile.TemporaryDirectory(prefix="bench-okill9-") as tmp:
+        spool = Path(tmp) / "spool"
+        child = subprocess.Popen(
+            [sys.executable, "-c", _PACED_CHILD, rx.http_endpoint, str(spool), "paced", str(KILL_RATE)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        marks: list[tuple[int, float]] = []  # (spans made, wall time)
+        started = time.monotonic()
+        outage_at = started + before_s
+        kill_at = outage_at + (into_s if into_s is not None else 0.0)
+        in_outage = False
+        try:
+            assert child.stdout is not None
+            for line in child.stdout:
+                made, wall = line.split()
+                marks.append((int(made), float(wall)))
+                now = time.monotonic()
+                if into_s is not None and not in_outage and now >= outage_at:
+                    rx.set_faults(failure_rate=1.0, failure_status=503)
+                    in_outage = True
+                if now >= kill_at:
+                    break
+            killed_wall = time.time()
+            child.send_signal(signal.SIGKILL)
+            child.wait(30)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait(10)
+        # Spans created 1 s or more before the kill: those made by the last report at least 1 s old.
+        old = max((made for made, wall in marks if wall <= killed_wall - 1.0), default=0)
+        made_total = marks[-1][0] if marks else 0
+        rx.set_faults(failure_rate=0.0)
+        restarted = subprocess.run(
+            [sys.executable, "-c", _PACED_CHILD, rx.http_endpoint, str(spool), "replay"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        c.wait_settled(rx)
+        try:
+            replay = json.loads(restarted.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            replay = {"error": restarted.stderr[-2000:]}
+    seen = hook.seen
+    delivered_old = sum(1 for seq in range(old) if seq in seen)
+    return {
+        "healthy_s": before_s,
+        "outage_s_at_kill": into_s,
+        "made": made_total,
+        "created_1s_before_kill": old,
+        "delivered_of_those": delivered_old,
+        "delivered_share": delivered_old / old if old else None,
+        "delivered_total": len(seen),
+        "duplicates": hook.items - len(seen),
+        "replayed": replay.get("spool", {}).get("replayed_items"),
+        "replay_error": replay.get("error"),
+    }
+
+
+def outage_kill9(quick: bool) -> dict[str, Any]:
+    moments = KILL_MOMENTS[2:3] if quick else KILL_MOMENTS
+    runs = [outage_kill9_run(before, into) for before, into in moments]
+    shares = [r["delivered_share"] for r in runs if r["delivered_share"] is not None]
+    return {
+        "runs": runs,
+        "worst_share": min(shares, default=0.0),
+        "pass": bool(shares) and min(shares) >= 0.99,
+    }
+
+
+def report_outage_kill9(r: dict[str, Any], quick: bool) -> None:
+    print(
+        f"\n(d) kill -9 at a moment of a 503 outage (app at {KILL_RATE:.0f} spans/s through configure(), "
+        "OTLP/HTTP, spool on), then a restart with the collector up"
+    )
+    rows = []
+    for run in r["runs"]:
+        when = "no outage" if run["outage_s_at_kill"] is None else f"{run['outage_s_at_kill']:.1f} s into it"
+        share = run["delivered_share"]
+        rows.append(
+            [
+                when,
+                run["made"],
+                run["created_1s_before_kill"],
+                run["delivered_of_those"],
+                "-" if share is None else f"{100 * share:.2f} %",
+                run["duplicates"],
+            ]
+        )
+    c.print_table(
+        ["killed", "made", "created >= 1 s before", "delivered of those", "share", "duplicates"], rows
+    )
+    print(
+        f"  acceptance, >= 99 % of what was created 1 s or more before the kill delivered, at every moment: "
+        f"{'PASS' if r['pass'] else 'FAIL'} (worst {100 * r['worst_share']:.2f} %)"
+    )
+    for run in r["runs"]:
+        if run["replay_error"]:
+            print(f"  a restarted process failed: {run['replay_error']}")
+
+
 PARTS: dict[str, tuple[Callable[[bool], dict[str, Any]], Callable[[dict[str, Any], bool], None]]] = {
     "outage": (outage, report_outage),
     "kill9": (kill9, report_kill9),
     "overhead": (overhead, report_overhead),
+    "outage_kill9": (outage_kill9, report_outage_kill9),
 }
 
 

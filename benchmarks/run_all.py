@@ -26,6 +26,8 @@ BENCHMARKS = [
     "encode",
     "durability",
     "resources",
+    "exit",
+    "memory_budget",
 ]
 
 

@@ -354,3 +354,21 @@ def test_a_worker_adopts_what_dead_workers_left_in_sibling_directories(
     assert not (tmp_path / "999999" / "spool-traces.db").exists()
     processor.shutdown()
     source.shutdown()
+
+
+def test_a_batch_that_fails_once_is_on_disk_before_it_is_retried(
+    receiver: OTLPReceiver, tmp_path: Path
+) -> None:
+    # Retried from memory, a kill -9 between attempts would lose it: it must be spooled first.
+    receiver.set_faults(failure_rate=1.0, failure_status=503)
+    processor = _processor(receiver, tmp_path / "spool")
+    provider = _provider(processor)
+    _emit(provider, 20)
+    assert wait_until(lambda: receiver.refused_request_count >= 2)  # the first attempt and a retry
+    assert processor.stats()["spool"]["spooled_items"] == 20
+    receiver.set_faults(failure_rate=0.0)
+    assert wait_until(lambda: receiver.span_count >= 20, timeout=60)
+    assert processor.force_flush(30_000)
+    assert set(_names(receiver)) == {f"op{i}" for i in range(20)}
+    assert processor.stats()["dropped_total"] == 0
+    provider.shutdown()

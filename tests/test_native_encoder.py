@@ -16,7 +16,7 @@ from opentelemetry._logs import SeverityNumber
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as PB2Span
 from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor, ReadableLogRecord
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import (
@@ -311,3 +311,52 @@ def test_native_hands_unusual_log_records_to_the_python_encoder(make: Any) -> No
     record = make()
     assert _native_log(record) is None
     _assert_decided_by_python(_encoding.encode_log_native, _encoding.encode_log_python, record)
+
+
+def _refcounts(objects: list[Any]) -> list[int]:
+    import sys
+
+    return [sys.getrefcount(o) for o in objects]
+
+
+def _without_memory(encode: Any, item: Any, after: int) -> Any:
+    """``encode(item)`` with every allocation after the first ``after`` failing (CPython's
+    _testcapi memory hooks)."""
+    testcapi = pytest.importorskip("_testcapi")
+    testcapi.set_nomemory(after, 0)
+    try:
+        return encode(item)
+    finally:
+        testcapi.remove_mem_hooks()
+
+
+def test_native_span_releases_what_it_read_when_the_buffer_cannot_grow() -> None:
+    # Names around the 2 KiB stack buffer: the buffer must grow at each of put_span's own
+    # reservations in turn, and every growth fails; the span is handed back, nothing leaked.
+    for n in range(1900, 2100):
+        item = span(
+            "n" * n,
+            attributes={"k": "v"},
+            events=[Event("e", {"a": 1}, timestamp=1)],
+            links=[Link(SpanContext(1, 2, False), {"b": 2})],
+            status=Status(StatusCode.ERROR, "bad"),
+        )
+        parts = [item._context, item._name, item._attributes, item._events, item._links, item._status]
+        parts += [item._events[0], item._links[0], item._status._description]
+        before = _refcounts(parts)
+        for after in range(4):
+            assert _without_memory(_native, item, after) in (None, _encoding.encode_span_python(item))
+            assert _refcounts(parts) == before, f"references leaked: {n}-character name, {after}"
+        assert _native(item) == _encoding.encode_span_python(item)
+
+
+def test_native_log_releases_what_it_read_when_the_buffer_cannot_grow() -> None:
+    for n in range(1900, 2100):
+        record = log("b" * n, attributes={"k": "v"}, event_name="evt")
+        lr = record.log_record
+        parts = [lr, lr.body, lr.attributes]  # this record's own: no cache holds them
+        before = _refcounts(parts)
+        for after in range(4):
+            assert _without_memory(_native_log, record, after) in (None, _encoding.encode_log_python(record))
+            assert _refcounts(parts) == before, f"references leaked: {n}-character body, {after}"
+        assert _native_log(record) == _encoding.encode_log_python(record)

@@ -441,6 +441,15 @@ OPTIONS: Final[tuple[Option[Any], ...]] = (
         "Longest shutdown() waits to drain the queues before it gives up (and counts what is left).",
     ),
     Option(
+        "exit_timeout_millis",
+        "OTEL_PYTHON_SCHED_EXIT_TIMEOUT_MILLIS",
+        3000.0,
+        _number(0.0, exclusive=True),
+        "At interpreter exit, every pipeline of the process drains at once within this one deadline "
+        "(it replaces shutdown_timeout_millis there); what is left is spooled, or counted as "
+        "shutdown_timeout.",
+    ),
+    Option(
         "max_recursion_depth",
         "OTEL_PYTHON_SCHED_MAX_RECURSION_DEPTH",
         1,
@@ -485,6 +494,7 @@ class Config:
     cpu_cap_cores: float
     self_tuning: bool
     shutdown_timeout_millis: float
+    exit_timeout_millis: float
     max_recursion_depth: int
     sources: Mapping[str, str] = field(default_factory=dict)  # option -> "code" | "env" | "default"
 

@@ -308,6 +308,7 @@ class Pipeline:
         self._intake_batch = _intake_batch()
         self._dispatchable = False  # the last dispatch could have started a job
         self._in_flight = 0  # items in jobs that were submitted and have not completed or timed out
+        self._flight_item = 512.0  # bytes per item of the last batch dispatched
         self._jobs_in_flight = 0
         self._retries: deque[Job] = deque()
         self._hung: set[Lane] = set()  # timed out, no replacement possible: wait for the call to return
@@ -362,6 +363,10 @@ class Pipeline:
         signal = cfg.signal.value
         fast = None if not cfg.otlp_fast_path or spec.asynchronous else fast_path_for(spec.first, signal)
         self._fast = fast is not None
+        # Copies of a batch's bytes while it is sent: the tasks' own, the assembled request body,
+        # and the compressed body when the sender compresses (gzip/deflate: a third buffer).
+        compressed = fast is not None and getattr(fast.sender, "compression", "none") != "none"
+        self._copies_in_flight = 3 if compressed else 2
         # Bytes an item holds beyond its encoded size (measured with tracemalloc on CPython 3.11 and
         # opentelemetry-sdk 1.45, rounded up): the memory budget is about RSS, not payload.
         self._raw_overhead = _RAW_OVERHEAD[self.signal]
@@ -466,16 +471,24 @@ class Pipeline:
 
         Encoded (or predicted) bytes plus the Python objects around them: a Task per queued or
         in-flight item, the raw SDK object of an item not yet encoded, and the request body a
-        lane assembles from the bytes of a batch in flight (a second copy while it is sent).
+        lane assembles from the bytes of a batch in flight (a second copy while it is sent, a
+        third when the sender compresses it).
         """
         queues = self.queues
-        per_item = queues.nbytes / queues.count if queues.count else 512.0
+        per_item = queues.nbytes / queues.count if queues.count else self._flight_item
         return int(
             queues.nbytes
             + queues.count * self._task_overhead
-            + self._in_flight * (2 * per_item + self._task_overhead)
+            + self._flight_bytes()
             + len(self._intake) * (per_item + self._raw_overhead)
         )
+
+    def _flight_bytes(self) -> int:
+        """What the batches in flight hold (see :meth:`_held_bytes`).  Bounded to a third of the
+        memory share (:meth:`_may_dispatch`): request bodies and their compressed copies are no
+        queue's, and concurrency grows with the collector's latency, so without that bound the
+        budget would bound the queues only."""
+        return int(self._in_flight * (self._copies_in_flight * self._flight_item + self._task_overhead))
 
     def _coordinate(self, now: float) -> None:
         self._intake_batch = _intake_batch()  # the application may tune or stop the collector
@@ -635,6 +648,9 @@ class Pipeline:
         """
         timeout = self.config.shutdown_timeout_millis / 1000.0 if timeout_s is None else timeout_s
         deadline = time.monotonic() + timeout
+        exiting = _exit_deadline()
+        if exiting is not None:
+            deadline = min(deadline, exiting)
         if self._shutdown:
             if threading.current_thread() is not self._thread:
                 self._thread.join(max(deadline - time.monotonic(), 0.0))
@@ -653,14 +669,14 @@ class Pipeline:
         _LIVE.discard(self)
         return request.ok
 
-    def close_async(self) -> None:
-        """Begin shutdown without waiting (garbage collection of the processor)."""
+    def close_async(self, deadline: float | None = None) -> None:
+        """Begin shutdown without waiting (garbage collection of the processor, interpreter exit)."""
         if self._shutdown:
             return
         self._shutdown = True
-        self._requests.append(
-            _Request("close", time.monotonic() + self.config.shutdown_timeout_millis / 1000)
-        )
+        if deadline is None:
+            deadline = time.monotonic() + self.config.shutdown_timeout_millis / 1000
+        self._requests.append(_Request("close", deadline))
         self._wake.ring()
 
     def _shutdown_exporters(self, deadline: float) -> None:
@@ -1014,6 +1030,7 @@ class Pipeline:
         in_flight = self._jobs_in_flight
         return (
             in_flight < min(self.pool.live_lanes() - len(self._hung), self._lane_cap)
+            and (not in_flight or self._flight_bytes() < self._share_bytes // 3 or not self._share_bytes)
             and self.controller.may_dispatch(now, in_flight)
             and self.modes.may_dispatch(now, in_flight)
             and self.router.pick(now) is not None
@@ -1080,6 +1097,8 @@ class Pipeline:
 
     def _note_dispatch(self, batch: list[Task], now: float) -> None:
         self.stats.submitted += len(batch)
+        # What an item in flight weighs: the queue's mean says nothing once the queue is empty.
+        self._flight_item = sum(task.cost for task in batch) / len(batch)
         waits = [now - task.enqueued for task in batch]
         self.stats.queue_wait.extend(waits)
         if self.metrics.enabled:
@@ -1113,6 +1132,12 @@ class Pipeline:
             self._note_mode(self.modes.on_result(now, ok, self.router.all_down(now)))
             if job.spooled is not None:
                 self._finish_replay(job, ok)
+                continue
+            if not ok and self.spool is not None:
+                # Durable before it is tried again: the batch goes to the spool now, and its replay
+                # (on any endpoint, as the router allows) is the retry.  In memory a kill -9 loses it.
+                self._in_flight -= len(job.batch)
+                self._finish_batch(job, outcome, seconds)
                 continue
             if outcome is Outcome.RETRYABLE and job.attempts < _MAX_ATTEMPTS:
                 job.attempts += 1
@@ -1479,8 +1504,40 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reinit_after_fork)
 
 
+_EXIT_DEADLINE: float | None = None
+
+
+def _exit_deadline() -> float | None:
+    """At interpreter exit, the one deadline every pipeline's shutdown shares; None before.
+
+    Exit is when atexit hooks run: on the main thread once threading has shut down (every
+    non-daemon thread joined), so that the main thread no longer counts as alive (CPython 3.8
+    to 3.13).  The first shutdown at exit -- ours or a provider's hook, in
+    whatever order they were registered -- starts every live pipeline draining at once, so
+    the process exits within ``exit_timeout_millis`` however many pipelines there are and
+    whatever the collector does.
+    """
+    global _EXIT_DEADLINE
+    if _EXIT_DEADLINE is not None:
+        return _EXIT_DEADLINE
+    main = threading.main_thread()
+    if main.is_alive() or threading.current_thread() is not main:
+        return None
+    live = list(_LIVE)
+    budget = max((p.config.exit_timeout_millis for p in live), default=0.0) / 1000.0
+    _EXIT_DEADLINE = deadline = time.monotonic() + budget
+    for pipeline in live:
+        pipeline.close_async(deadline)
+    return deadline
+
+
 def shutdown_all(timeout_s: float = 10.0) -> None:
     """Flush and stop every live pipeline within one overall deadline (used at interpreter exit)."""
     deadline = time.monotonic() + timeout_s
+    exiting = _exit_deadline()
+    if exiting is not None:
+        deadline = min(deadline, exiting)
+    for pipeline in list(_LIVE):
+        pipeline.close_async(deadline)  # all drain at once
     for pipeline in list(_LIVE):
         pipeline.shutdown(max(deadline - time.monotonic(), 0.0))

@@ -141,6 +141,7 @@ class SchedulerOptions(TypedDict, total=False):
     cpu_cap_cores: float
     self_tuning: bool
     shutdown_timeout_millis: float
+    exit_timeout_millis: float
     max_recursion_depth: int
 
 

@@ -80,8 +80,14 @@ static int grow(Buf *b, Py_ssize_t need) {
     return OK;
 }
 
+static inline int room(Buf *b, Py_ssize_t n) { return b->len + n > b->cap ? grow(b, n) : OK; }
+
+/* RESERVE returns: only for writers that own no references.  A writer that cleans up
+ * through ``goto done`` uses RESERVE_OR_DONE, so a failed allocation still releases them. */
 #define RESERVE(b, n) \
-    do { if ((b)->len + (n) > (b)->cap && grow((b), (n)) != OK) return FALLBACK; } while (0)
+    do { if (room((b), (n)) != OK) return FALLBACK; } while (0)
+#define RESERVE_OR_DONE(b, n) \
+    do { if (room((b), (n)) != OK) goto done; } while (0)
 
 static inline void put_byte(Buf *b, unsigned char c) { b->p[b->len++] = (char)c; }
 
@@ -387,7 +393,7 @@ static int put_event(Buf *b, PyObject *event) {
     PyObject *ts = attr(event, s_timestamp);
     PyObject *attrs = attr(event, s_attributes);
     if (name == NULL || ts == NULL || attrs == NULL) goto done;
-    RESERVE(b, 2);
+    RESERVE_OR_DONE(b, 2);
     Py_ssize_t at = begin_ld(b, 0x5a);
     if (put_time(b, 0x09, ts) != OK || put_opt_str(b, 0x12, name) != OK) goto done;
     if (put_attributes(b, 0x1a, 0x20, attrs) != OK) goto done;
@@ -410,7 +416,7 @@ static int put_link(Buf *b, PyObject *link) {
         goto done;
     int remote = is_true(PyTuple_GET_ITEM(ctx, 2));
     if (remote < 0) goto done;
-    RESERVE(b, 2 + 28);
+    RESERVE_OR_DONE(b, 2 + 28);
     Py_ssize_t at = begin_ld(b, 0x6a);
     put_byte(b, 0x0a);
     put_byte(b, 16);
@@ -420,7 +426,7 @@ static int put_link(Buf *b, PyObject *link) {
     put_byte(b, 8);
     put_be64(b, sid);
     if (put_attributes(b, 0x22, 0x28, attrs) != OK) goto done;
-    RESERVE(b, 5);
+    RESERVE_OR_DONE(b, 5);
     put_byte(b, 0x35);
     put_le32(b, remote ? 0x300 : 0x100);
     r = end_ld(b, at);
@@ -468,11 +474,11 @@ static int put_status(Buf *b, PyObject *status) {
     value = attr(code, s_value);
     uint64_t c;
     if (value == NULL || as_u64(value, &c) != OK || c > 2) goto done;
-    RESERVE(b, 4);
+    RESERVE_OR_DONE(b, 4);
     Py_ssize_t at = begin_ld(b, 0x7a);
     if (put_opt_str(b, 0x12, desc) != OK) goto done;
     if (c) {
-        RESERVE(b, 2);
+        RESERVE_OR_DONE(b, 2);
         put_byte(b, 0x18);
         put_byte(b, (unsigned char)c);
     }
@@ -519,7 +525,7 @@ static int put_span(Buf *b, PyObject *span) {
         if (remote < 0) goto done;
         has_parent = 1;
     }
-    RESERVE(b, 38);
+    RESERVE_OR_DONE(b, 38);
     put_byte(b, 0x0a);
     put_byte(b, 16);
     put_be64(b, hi);
@@ -538,7 +544,7 @@ static int put_span(Buf *b, PyObject *span) {
         as_u64(kind_value, &k) != OK || k > 126)
         goto done;
     if (as_u64(start, &t0) != OK || as_u64(end, &t1) != OK || t0 == 0 || t1 == 0) goto done;
-    RESERVE(b, 20);
+    RESERVE_OR_DONE(b, 20);
     put_byte(b, 0x30);
     put_byte(b, (unsigned char)(k + 1));
     put_byte(b, 0x39);
@@ -549,7 +555,7 @@ static int put_span(Buf *b, PyObject *span) {
     if (put_list(b, events, put_event, 0x60) != OK) goto done;
     if (put_list(b, links, put_link, 0x70) != OK) goto done;
     if (put_status(b, status) != OK) goto done;
-    RESERVE(b, 6);
+    RESERVE_OR_DONE(b, 6);
     put_byte(b, 0x85);
     put_byte(b, 0x01);
     put_le32(b, remote ? 0x300 : 0x100);
@@ -591,13 +597,13 @@ static int put_log(Buf *b, PyObject *record) {
             as_u64(sev_value, &v) != OK || v > 127)
             goto done;
         if (v) {
-            RESERVE(b, 2);
+            RESERVE_OR_DONE(b, 2);
             put_byte(b, 0x10);
             put_byte(b, (unsigned char)v);
         }
     }
     if (put_opt_str(b, 0x1a, text) != OK) goto done;
-    RESERVE(b, 2);
+    RESERVE_OR_DONE(b, 2);
     Py_ssize_t at = begin_ld(b, 0x2a); /* present even for a None body */
     if (put_any_body(b, body, 0) != OK || end_ld(b, at) != OK) goto done;
     if (put_attributes(b, 0x32, 0x38, attrs) != OK) goto done;
@@ -609,14 +615,14 @@ static int put_log(Buf *b, PyObject *record) {
     }
     if (f >= ((unsigned long long)1 << 32)) goto done;
     if (f) {
-        RESERVE(b, 5);
+        RESERVE_OR_DONE(b, 5);
         put_byte(b, 0x45);
         put_le32(b, (uint32_t)f);
     }
     uint64_t hi, lo, span;
     if (!PyLong_CheckExact(tid) || !PyLong_CheckExact(sid)) goto done;
     if (as_id128(tid, &hi, &lo) != OK || as_u64(sid, &span) != OK) goto done;
-    RESERVE(b, 28);
+    RESERVE_OR_DONE(b, 28);
     if (hi || lo) {
         put_byte(b, 0x4a);
         put_byte(b, 16);
