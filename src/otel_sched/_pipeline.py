@@ -64,6 +64,7 @@ from ._resources import BatchTuner, MemoryLevel, shape_batches
 from ._routing import Router
 from ._spool import Spool, SpoolUnavailable
 from ._task import PriorityClass, Signal, Task
+from ._tenancy import Holder, Released
 from ._workers import Job, Lane, LanePool, Outcome, export_depth, register_thread, unregister_thread
 
 __all__ = ["Pipeline"]
@@ -172,18 +173,23 @@ def _intake_batch() -> int:
     return max(8, min(256, threshold // 20))
 
 
-def _readable_log(record: Any) -> Any:
+def _readable_log(record: Any, keep_context: bool = False) -> Any:
     """The stock BatchLogRecordProcessor's conversion, done here instead of on the app thread."""
     if not isinstance(record, ReadWriteLogRecord):
         return record
     api_record = copy.copy(record.log_record)
-    api_record.context = Context()  # drop the reference to a possibly large context
+    if not keep_context:
+        api_record.context = Context()  # drop the reference to a possibly large context
     return ReadableLogRecord(
         log_record=api_record,
         resource=record.resource if record.resource is not None else Resource.create({}),
         instrumentation_scope=record.instrumentation_scope,
         limits=record.limits,
     )
+
+
+def _readable_log_with_context(record: Any) -> Any:
+    return _readable_log(record, keep_context=True)
 
 
 class Pipeline:
@@ -206,7 +212,10 @@ class Pipeline:
         self._metrics_enabled = metrics_enabled
         self._priority_of = compile_rules(config.priority_rules, config.signal.value)
         self._prepare: Callable[[Any], Any] = (
-            (lambda item: item) if config.signal is Signal.TRACES else _readable_log
+            (lambda item: item)
+            if config.signal is Signal.TRACES
+            # A log record's context names its baggage and span: the classifier reads it, then drops it.
+            else (_readable_log_with_context if config.tenant_key else _readable_log)
         )
         # Unclassified items waiting for the scheduler.  The GIL lets an application thread run ~5 ms
         # between scheduler slices (hundreds of spans), so the intake must absorb such a burst.
@@ -242,6 +251,7 @@ class Pipeline:
             cfg.tenant_key,
             self.tenants,
             deadline_for(cfg.max_age_millis),
+            cfg.inherit_priority,
         )
         self.stats = Stats(cfg.max_tenants)
         if cfg.signal is Signal.TRACES:
@@ -259,6 +269,15 @@ class Pipeline:
             self._gauges,
         )
         self._intake: deque[Any] = deque()
+        # Spans waiting for an ancestor to end, for their tenant (or, inherit_priority, their class).
+        self.holder: Holder | None = None
+        if cfg.signal is Signal.TRACES and (cfg.tenant_key or cfg.inherit_priority):
+            self.holder = Holder(
+                self.classifier.resolver,
+                self._intake.appendleft,
+                self._intake_cap,
+                self._priority_of.function() if cfg.inherit_priority else None,
+            )
         self._completions: deque[tuple[Lane, Job, Outcome, float]] = deque()
         self._requests: deque[_Request] = deque()
         self._pending: list[_Request] = []
@@ -645,8 +664,12 @@ class Pipeline:
         if self.metrics.enabled:
             self._report_app_drops()
         self._drain_completions()
+        if self.holder is not None:
+            self.holder.expire(now)
         # Requests first, so a flush covers everything offered before it was asked.
         if self._requests:
+            if self.holder is not None:
+                self.holder.release_all()
             self._drain_intake(now, limit=None)
             while self._requests:
                 request = self._requests.popleft()
@@ -697,6 +720,8 @@ class Pipeline:
         intake = self._intake
         classify = self._classify_item
         prepare = self._prepare
+        # A flush or shutdown (limit None) classifies everything now: nothing is held then.
+        park = self.holder.park if self.holder is not None and limit is not None else None
         max_item = self._max_item
         min_priority = _MIN_PRIORITY[self._level]
         drops: list[tuple[Task, str]] = []
@@ -710,6 +735,10 @@ class Pipeline:
             depth = 0
             if type(raw) is _Nested:
                 depth, raw = raw.depth, raw.item
+            elif type(raw) is Released:
+                raw = raw.item
+            elif park is not None and park(raw, now):
+                continue
             item = None
             try:
                 item = prepare(raw)
@@ -1157,6 +1186,9 @@ class Pipeline:
                     candidates.append((job.started_at or now) + self._timeout)
         for request in self._pending:
             candidates.append(request.deadline)
+        held = None if self.holder is None else self.holder.next_deadline()
+        if held is not None:
+            candidates.append(held)
         if self._wake_after or (self.config.resource_aware and (self.queues.count or self._intake)):
             # An arrival below _wake_after does not wake us: bound how long it waits unclassified
             # (and, holding items, keep the process-wide decisions fresh).
@@ -1204,7 +1236,9 @@ class Pipeline:
         by_tenant = queues.tenant_count.copy()
         snap = self.stats.snapshot(by_class, by_tenant, self._weight_of)
         queued = queues.count
-        intake = len(self._intake)
+        # Spans held for their tenant are offered and not classified yet: in "intake" for the balance.
+        held = 0 if self.holder is None else self.holder.count
+        intake = len(self._intake) + held
         snap.update(
             {
                 "signal": self.signal.value,
@@ -1271,6 +1305,9 @@ class Pipeline:
                     "overflowed": self.tenants.overflowed,
                     "retired": self.tenants.retired,
                     "missing_key": self.classifier.tenant_missing,
+                    "inherited": self.classifier.tenant_inherited,
+                    "held": held,
+                    "held_released_unresolved": 0 if self.holder is None else self.holder.timeouts,
                 },
                 "rule_errors": getattr(self._priority_of, "errors", 0),
             }

@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from opentelemetry.context import Context
+from opentelemetry.context import Context, get_current
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
 from opentelemetry.sdk.environment_variables import OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED
@@ -26,6 +26,7 @@ from typing_extensions import TypedDict, Unpack
 from ._config import resolve_config
 from ._pipeline import Pipeline, shutdown_all
 from ._task import PriorityClass, Signal
+from ._tenancy import capture_origin
 
 __all__ = ["ScheduledLogRecordProcessor", "ScheduledSpanProcessor", "SchedulerOptions"]
 
@@ -116,6 +117,7 @@ class SchedulerOptions(TypedDict, total=False):
 
     policy: str
     tenant_key: str
+    inherit_priority: bool
     max_tenants: int
     tenant_weights: Mapping[str, float] | str
     priority_rules: str | Sequence[Any]
@@ -167,6 +169,8 @@ class ScheduledSpanProcessor(_Scheduled, SpanProcessor):
         )
         self._start(Signal.TRACES, span_exporter, meter_provider, exporter_factory, {**stock, **options})
         self._offer = self._pipeline.offer
+        # Tenants inherited within a trace and inherit_priority need each span's parent (and baggage).
+        self._capture = self._pipeline.config.tenant_key is not None or self._pipeline.config.inherit_priority
 
     @property
     def span_exporter(self) -> Any:
@@ -174,7 +178,8 @@ class ScheduledSpanProcessor(_Scheduled, SpanProcessor):
         return self._pipeline._exporter
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        pass
+        if self._capture:
+            capture_origin(span, get_current() if parent_context is None else parent_context)
 
     def on_end(self, span: ReadableSpan) -> None:
         context = span.context
