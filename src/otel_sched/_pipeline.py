@@ -222,6 +222,7 @@ class Pipeline:
         self._intake_cap = max(config.max_queue_size, _MIN_INTAKE)
         self._timeout = config.export_timeout_millis / 1000.0
         self._shutdown = False
+        self.name = _stable_name(config.signal, exporter)
         self._build()
         _LIVE.add(self)
         self._join_coordinator()
@@ -1242,6 +1243,7 @@ class Pipeline:
         snap.update(
             {
                 "signal": self.signal.value,
+                "name": self.name,
                 "policy": self.config.policy,
                 "mode": "shutdown" if self._shutdown else self.modes.mode.value,
                 "received": self.classifier.last_seq + intake + sum(self.stats.app_drop_counts().values()),
@@ -1327,6 +1329,33 @@ def _reinit_after_fork() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reinit_after_fork)
+
+
+_NAMES_TAKEN: dict[tuple[Signal, str], int] = {}
+
+
+def _stable_name(signal: Signal, exporter: Any) -> str:
+    """The exporter's class name; the second pipeline of a signal with the same one gets "#2"."""
+    base = type(exporter).__name__
+    with _NAMES_LOCK:
+        n = _NAMES_TAKEN.get((signal, base), 0) + 1
+        _NAMES_TAKEN[(signal, base)] = n
+    return base if n == 1 else f"{base}#{n}"
+
+
+_NAMES_LOCK = threading.Lock()
+
+
+def stats() -> dict[str, dict[str, dict[str, Any]]]:
+    """``stats()`` of every live pipeline of the process: ``{signal: {name: snapshot}}``.
+
+    Reaches the processors that ``opentelemetry-instrument`` or ``configure()`` created, which
+    application code holds no reference to.  A name stays the same for the pipeline's lifetime.
+    """
+    out: dict[str, dict[str, dict[str, Any]]] = {signal.value: {} for signal in Signal}
+    for pipeline in sorted(_LIVE, key=lambda p: p.name):
+        out[pipeline.signal.value][pipeline.name] = pipeline.snapshot()
+    return out
 
 
 def shutdown_all(timeout_s: float = 10.0) -> None:
