@@ -26,7 +26,6 @@ from typing_extensions import TypedDict, Unpack
 from ._config import resolve_config
 from ._pipeline import Pipeline, shutdown_all
 from ._task import PriorityClass, Signal
-from ._tenancy import capture_origin
 
 __all__ = ["ScheduledLogRecordProcessor", "ScheduledSpanProcessor", "SchedulerOptions"]
 
@@ -178,8 +177,11 @@ class ScheduledSpanProcessor(_Scheduled, SpanProcessor):
         return self._pipeline._exporter
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        if self._capture:
-            capture_origin(span, get_current() if parent_context is None else parent_context)
+        if self._capture:  # capture_origin(span, parent_context), inlined: this is the app thread
+            try:
+                span._attributes._otel_sched_origin = get_current() if parent_context is None else parent_context
+            except AttributeError:
+                pass
 
     def on_end(self, span: ReadableSpan) -> None:
         context = span.context

@@ -4,9 +4,9 @@
 then its resource's) or ``baggage:tenant.id`` (the W3C baggage entry).  An item none of them
 names takes the tenant of its nearest in-process ancestor span that has one.
 
-* Application thread (``on_start``, O(1)): :func:`capture_origin` keeps the parent span and the
-  baggage of the span's parent context with the span, one attribute store.  Log records keep their
-  context themselves.
+* Application thread (``on_start``, O(1)): :func:`capture_origin` keeps the span's parent context
+  (its parent span and baggage) with the span: one attribute store.  Log records keep their context
+  themselves.
 * Scheduler thread: :class:`TenantResolver` walks those links, reading ancestors' *current*
   attributes, so a tenant set on a parent after its child started is seen.  When a span's tenant
   is still unknown while an ancestor runs (the tenant may be set on it later), :class:`Holder`
@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from opentelemetry.baggage import _BAGGAGE_KEY
-from opentelemetry.context import Context
+from opentelemetry.context import Context, get_current
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace.propagation import _SPAN_KEY
 
@@ -38,8 +38,9 @@ __all__ = [
     "parse_tenant_sources",
 ]
 
-# On an SDK span's SpanContext -- the object the span, the ReadableSpan the SDK hands on_end and the
-# children's ``parent`` all share: (parent span or None, the parent context's baggage or None).
+# An attribute of an SDK span's attribute map (its ``_attributes``, a BoundedAttributes): the one
+# object the live span and the ReadableSpan the SDK hands on_end share that takes a Python attribute
+# without allocating.  Holds the span's parent Context.  Invisible to the span's mapping interface.
 ORIGIN = "_otel_sched_origin"
 BAGGAGE_PREFIX = "baggage:"
 MAX_DEPTH = 64  # ancestors walked at most (a cycle cannot form, but a pathological chain is cut)
@@ -77,15 +78,12 @@ def render_sources(sources: tuple[Source, ...]) -> str:
     return ",".join(BAGGAGE_PREFIX + key if bag else key for bag, key in sources)
 
 
-def capture_origin(span: Any, context: Context) -> None:
-    """on_start: keep the parent span and the parent context's baggage with ``span``."""
-    parent = context.get(_SPAN_KEY)
-    baggage = context.get(_BAGGAGE_KEY)
-    if parent is not None or baggage:
-        try:  # SpanContext refuses setattr (it is immutable to the API); ours is a side note
-            span.context.__dict__[ORIGIN] = (parent, baggage)
-        except AttributeError:  # not an SDK span: it gets its own sources only
-            pass
+def capture_origin(span: Any, context: Context | None) -> None:
+    """on_start: keep the parent context with ``span`` (the processor inlines this)."""
+    try:
+        span._attributes._otel_sched_origin = get_current() if context is None else context
+    except AttributeError:  # not an SDK span: it gets its own sources only
+        pass
 
 
 class TenantResolver:
@@ -108,12 +106,12 @@ class TenantResolver:
         return None
 
     def _own_span(self, span: Any, origin: Any) -> object | None:
-        return self._own(span.attributes, span.resource, origin[1] if origin else None)
+        return self._own(span.attributes, span.resource, origin.get(_BAGGAGE_KEY) if origin else None)
 
     def _ancestors(self, origin: Any) -> Any:
         """Yield (ancestor span, its origin) from the nearest up, in-process SDK spans only."""
         for _ in range(MAX_DEPTH):
-            parent = origin[0] if origin else None
+            parent = origin.get(_SPAN_KEY) if origin else None
             if not isinstance(parent, ReadableSpan):
                 return
             origin = _origin(parent)
@@ -158,7 +156,7 @@ class TenantResolver:
         with ``to_root``, for the local root while it runs.
         """
         origin = _origin(span)
-        if origin is None or not isinstance(origin[0], ReadableSpan):
+        if not origin or not isinstance(origin.get(_SPAN_KEY), ReadableSpan):
             return 0  # a local root: nothing to wait for
         known = self._own_span(span, origin) is not None
         root: Any = None
@@ -180,10 +178,7 @@ class TenantResolver:
 
 
 def _origin(span: Any) -> Any:
-    return getattr(span.context, "__dict__", _NO_DICT).get(ORIGIN)
-
-
-_NO_DICT: dict[str, Any] = {}
+    return getattr(getattr(span, "_attributes", None), ORIGIN, None)
 
 
 def _none(key: object) -> None:
