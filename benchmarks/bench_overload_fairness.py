@@ -118,7 +118,9 @@ class _Producer:
             self.errors[tenant] += 1
 
 
-def run(kind: str, seconds: float, collector_concurrency: int, tenant_in: str = "attribute") -> dict[str, Any]:
+def run(
+    kind: str, seconds: float, collector_concurrency: int, tenant_in: str = "attribute"
+) -> dict[str, Any]:
     c.trim_heap()
     counts = _Counts()
     in_baggage = tenant_in == "baggage"

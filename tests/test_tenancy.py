@@ -93,9 +93,7 @@ def test_bad_tenant_key_from_env_warns_and_uses_one_tenant(
     assert "OTEL_PYTHON_SCHED_TENANT_KEY" in caplog.text and "'baggage:'" in caplog.text
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "env"), [({"inherit_priority": "sometimes"}, None), ({}, "sometimes")]
-)
+@pytest.mark.parametrize(("kwargs", "env"), [({"inherit_priority": "sometimes"}, None), ({}, "sometimes")])
 def test_bad_inherit_priority(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
@@ -103,7 +101,7 @@ def test_bad_inherit_priority(
     env: str | None,
 ) -> None:
     if env is None:
-        with pytest.raises(ValueError, match="inherit_priority='sometimes'.*true or false"):
+        with pytest.raises(ValueError, match=r"inherit_priority='sometimes'.*true or false"):
             ScheduledSpanProcessor(RecordingExporter(), **kwargs)
         return
     monkeypatch.setenv("OTEL_PYTHON_SCHED_INHERIT_PRIORITY", env)
@@ -133,13 +131,16 @@ def test_baggage_source_and_the_order_of_sources() -> None:
 def test_a_span_without_a_tenant_inherits_its_nearest_ancestors() -> None:
     tracer, capture = _tracer()
     with tracer.start_as_current_span("root", attributes={"tenant.id": "acme"}):
-        with tracer.start_as_current_span("mid", attributes={"tenant.id": "globex"}):
-            with tracer.start_as_current_span("leaf"):
-                pass
+        with (
+            tracer.start_as_current_span("mid", attributes={"tenant.id": "globex"}),
+            tracer.start_as_current_span("leaf"),
+        ):
+            pass
         with tracer.start_as_current_span("sibling"):
             pass
     c = _classifier("tenant.id")
-    assert _tenants(c, capture.ended) == {"leaf": "globex", "mid": "globex", "sibling": "acme", "root": "acme"}
+    expected = {"leaf": "globex", "mid": "globex", "sibling": "acme", "root": "acme"}
+    assert _tenants(c, capture.ended) == expected
     assert c.tenant_inherited == 2 and c.tenant_missing == 0
 
 
@@ -214,7 +215,8 @@ def test_inherit_priority_raises_siblings_that_ended_before_the_error() -> None:
     tracer, capture = _tracer()
     c = _classifier(None, inherit_priority=True)
     requeued: list[Any] = []
-    holder = Holder(c.resolver, requeued.append, cap=100, priority_of=compile_rules(None, "traces").function())
+    rules = compile_rules(None, "traces").function()
+    holder = Holder(c.resolver, requeued.append, cap=100, priority_of=rules)
     with tracer.start_as_current_span("root"):
         with tracer.start_as_current_span("ok-before"):
             pass
@@ -225,7 +227,7 @@ def test_inherit_priority_raises_siblings_that_ended_before_the_error() -> None:
     root = capture.ended[-1]
     assert not holder.park(root, 0.0)
     classes = {s.name: c.classify(s, 0.0).priority for s in [root, *requeued]}
-    assert classes == {"root": PriorityClass.HIGH, "ok-before": PriorityClass.HIGH, "failed": PriorityClass.HIGH}
+    assert classes == dict.fromkeys(("root", "ok-before", "failed"), PriorityClass.HIGH)
     # Another trace, without an error, keeps its classes.
     with tracer.start_as_current_span("calm"):
         pass
@@ -253,9 +255,8 @@ def test_spans_processor_end_to_end_with_baggage_inheritance_and_a_late_tenant()
     tracer = provider.get_tracer("test")
     token = context.attach(baggage.set_baggage("tenant.id", "bag-tenant"))
     try:
-        with tracer.start_as_current_span("edge"):
-            with tracer.start_as_current_span("db"):
-                pass
+        with tracer.start_as_current_span("edge"), tracer.start_as_current_span("db"):
+            pass
     finally:
         context.detach(token)
     with tracer.start_as_current_span("late") as late:
@@ -305,9 +306,11 @@ def test_logs_take_the_tenant_of_their_baggage_or_their_span(otel_globals: None)
             log.warning("from baggage")
         finally:
             context.detach(token)
-        with tracer.start_as_current_span("request", attributes={"tenant.id": "span-tenant"}):
-            with tracer.start_as_current_span("inner"):
-                log.warning("from the span's parent")
+        with (
+            tracer.start_as_current_span("request", attributes={"tenant.id": "span-tenant"}),
+            tracer.start_as_current_span("inner"),
+        ):
+            log.warning("from the span's parent")
         log.warning("no tenant")
         assert processor.force_flush(10_000)
     finally:

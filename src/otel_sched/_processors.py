@@ -178,9 +178,11 @@ class ScheduledSpanProcessor(_Scheduled, SpanProcessor):
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         if self._capture:  # capture_origin(span, parent_context), inlined: this is the app thread
+            context = get_current() if parent_context is None else parent_context
             try:
-                span._attributes._otel_sched_origin = get_current() if parent_context is None else parent_context
-            except AttributeError:
+                attributes: Any = span._attributes
+                attributes._otel_sched_origin = context
+            except AttributeError:  # not an SDK span: it gets its own tenant sources only
                 pass
 
     def on_end(self, span: ReadableSpan) -> None:

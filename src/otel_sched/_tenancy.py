@@ -17,6 +17,7 @@ names takes the tenant of its nearest in-process ancestor span that has one.
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -80,10 +81,8 @@ def render_sources(sources: tuple[Source, ...]) -> str:
 
 def capture_origin(span: Any, context: Context | None) -> None:
     """on_start: keep the parent context with ``span`` (the processor inlines this)."""
-    try:
+    with contextlib.suppress(AttributeError):  # not an SDK span: it gets its own sources only
         span._attributes._otel_sched_origin = get_current() if context is None else context
-    except AttributeError:  # not an SDK span: it gets its own sources only
-        pass
 
 
 class TenantResolver:
@@ -102,7 +101,7 @@ class TenantResolver:
                 if value is None and resource is not None:
                     value = resource.attributes.get(key)
             if value is not None and value != "":
-                return value
+                return value  # type: ignore[no-any-return]
         return None
 
     def _own_span(self, span: Any, origin: Any) -> object | None:
