@@ -158,6 +158,8 @@ class TenantResolver:
         if not origin or not isinstance(origin.get(_SPAN_KEY), ReadableSpan):
             return 0  # a local root: nothing to wait for
         known = self._own_span(span, origin) is not None
+        if known and not to_root:
+            return 0
         root: Any = None
         for ancestor, its_origin in self._ancestors(origin):
             root = ancestor
