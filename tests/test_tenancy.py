@@ -319,3 +319,23 @@ def test_logs_take_the_tenant_of_their_baggage_or_their_span(otel_globals: None)
     assert _by_tenant(processor) == {"bag": 1, "span-tenant": 1, DEFAULT_TENANT: 1}
     # The queued copies do not keep the application's context alive.
     assert all(not item.log_record.context for item in exporter.items)
+
+
+def test_inherit_priority_through_the_processor_exports_an_error_trace_as_high() -> None:
+    exporter = RecordingExporter()
+    processor = ScheduledSpanProcessor(exporter, inherit_priority=True)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("request"):
+        with tracer.start_as_current_span("cache lookup"):
+            pass
+        with tracer.start_as_current_span("payment") as payment:
+            payment.set_status(Status(StatusCode.ERROR))
+    with tracer.start_as_current_span("healthcheck"):
+        pass
+    assert processor.force_flush(10_000)
+    snap = processor.stats()
+    processor.shutdown()
+    assert snap["by_priority"]["high"]["exported"] == 3
+    assert snap["by_priority"]["normal"]["exported"] == 1

@@ -669,9 +669,11 @@ class Pipeline:
             self.holder.expire(now)
         # Requests first, so a flush covers everything offered before it was asked.
         if self._requests:
-            if self.holder is not None:
-                self.holder.release_all()
             self._drain_intake(now, limit=None)
+            if self.holder is not None and self.holder.count:
+                # Held spans go now, after the whole intake was seen (inherit_priority's marks too).
+                self.holder.release_all()
+                self._drain_intake(now, limit=None)
             while self._requests:
                 request = self._requests.popleft()
                 request.target = self.classifier.last_seq
@@ -721,8 +723,7 @@ class Pipeline:
         intake = self._intake
         classify = self._classify_item
         prepare = self._prepare
-        # A flush or shutdown (limit None) classifies everything now: nothing is held then.
-        park = self.holder.park if self.holder is not None and limit is not None else None
+        park = self.holder.park if self.holder is not None else None
         max_item = self._max_item
         min_priority = _MIN_PRIORITY[self._level]
         drops: list[tuple[Task, str]] = []
@@ -1332,6 +1333,7 @@ if hasattr(os, "register_at_fork"):
 
 
 _NAMES_TAKEN: dict[tuple[Signal, str], int] = {}
+_NAMES_LOCK = threading.Lock()
 
 
 def _stable_name(signal: Signal, exporter: Any) -> str:
@@ -1341,9 +1343,6 @@ def _stable_name(signal: Signal, exporter: Any) -> str:
         n = _NAMES_TAKEN.get((signal, base), 0) + 1
         _NAMES_TAKEN[(signal, base)] = n
     return base if n == 1 else f"{base}#{n}"
-
-
-_NAMES_LOCK = threading.Lock()
 
 
 def stats() -> dict[str, dict[str, dict[str, Any]]]:

@@ -148,11 +148,12 @@ class TenantResolver:
             return value
         return self._inherit(origin)
 
-    def waits_for(self, span: Any, to_root: bool) -> int:
+    def waits_for(self, span: Any, to_root: str | None) -> int:
         """Span id of the ancestor ``span`` should wait for, or 0 to classify it now.
 
         Waits for the nearest running ancestor while no tenant is known (it may yet get one);
-        with ``to_root``, for the local root while it runs.
+        with ``to_root`` (the attribute a holder marks the spans it has seen with), for the local
+        root until the holder has seen it: running, or ended and still on its way.
         """
         origin = _origin(span)
         if not origin or not isinstance(origin.get(_SPAN_KEY), ReadableSpan):
@@ -173,7 +174,7 @@ class TenantResolver:
                     return 0
             elif ancestor.end_time is None:
                 return _span_id(ancestor)
-        if to_root and root is not None and root.end_time is None:
+        if to_root and root is not None and not getattr(root._attributes, to_root, False):
             return _span_id(root)
         return 0
 
@@ -221,6 +222,8 @@ class Holder:
         self._requeue = requeue
         self._cap = cap
         self._priority_of = priority_of  # set: inherit_priority (hold each span until its local root ends)
+        # inherit_priority: marks on a span's attribute map that this holder has seen it arrive.
+        self._seen = f"_otel_sched_seen_{id(self):x}" if priority_of is not None else None
         self._hold = hold_seconds
         self._groups: OrderedDict[int, tuple[float, list[Any]]] = OrderedDict()
         self.count = 0
@@ -231,15 +234,18 @@ class Holder:
         context = span.context
         if context is None:
             return False
-        if self._priority_of is not None and self._priority_of(span) >= _HIGH:
-            mark_trace(context.trace_id, _HIGH)  # before its held relatives are classified
+        if self._seen is not None:
+            with contextlib.suppress(AttributeError):
+                setattr(span._attributes, self._seen, True)
+            if self._priority_of is not None and self._priority_of(span) >= _HIGH:
+                mark_trace(context.trace_id, _HIGH)  # before its held relatives are classified
         group = self._groups.pop(context.span_id, None)
         if group is not None:
             waiting = group[1]
             self.count -= len(waiting)
             for item in reversed(waiting):
                 self._requeue(item)
-        awaited = self._resolver.waits_for(span, self._priority_of is not None)
+        awaited = self._resolver.waits_for(span, self._seen)
         if not awaited:
             return False
         while self.count >= self._cap and self._groups:
