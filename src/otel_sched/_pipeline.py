@@ -418,7 +418,7 @@ class Pipeline:
         bound = (
             cfg.max_queue_bytes
             + cfg.max_queue_size * self._task_overhead
-            + self._base_intake_cap * self._raw_overhead
+            + self._base_intake_cap * self._raw_overhead * (1 if self.holder is None else 2)
         )
         budget = cfg.memory_limit_mib if explicit else 1.5 * bound / (1024 * 1024)
         coordinator().join(
@@ -441,7 +441,7 @@ class Pipeline:
         return threads
 
     def _held_bytes(self) -> int:
-        """The memory this pipeline holds: queued, in flight and in the intake.
+        """The memory this pipeline holds: queued, in flight, in the intake and held for a tenant.
 
         Encoded (or predicted) bytes plus the Python objects around them: a Task per queued or
         in-flight item, the raw SDK object of an item not yet encoded, and the request body a
@@ -449,11 +449,12 @@ class Pipeline:
         """
         queues = self.queues
         per_item = queues.nbytes / queues.count if queues.count else 512.0
+        unclassified = len(self._intake) + (0 if self.holder is None else self.holder.count)
         return int(
             queues.nbytes
             + queues.count * self._task_overhead
             + self._in_flight * (2 * per_item + self._task_overhead)
-            + len(self._intake) * (per_item + self._raw_overhead)
+            + unclassified * (per_item + self._raw_overhead)
         )
 
     def _coordinate(self, now: float) -> None:
