@@ -339,3 +339,24 @@ def test_inherit_priority_through_the_processor_exports_an_error_trace_as_high()
     processor.shutdown()
     assert snap["by_priority"]["high"]["exported"] == 3
     assert snap["by_priority"]["normal"]["exported"] == 1
+
+
+def test_a_hostile_span_is_counted_and_the_scheduler_lives_on(caplog: pytest.LogCaptureFixture) -> None:
+    from unittest.mock import Mock
+
+    exporter = RecordingExporter()
+    processor = ScheduledSpanProcessor(
+        exporter, tenant_key="tenant.id, baggage:tenant.id", inherit_priority=True
+    )
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    hostile = Mock()
+    processor.on_start(hostile, None)
+    with caplog.at_level(logging.ERROR, logger="otel_sched._pipeline"):
+        processor.on_end(hostile)
+        provider.get_tracer("test").start_span("fine").end()
+        assert processor.force_flush(10_000)
+    snap = processor.stats()
+    processor.shutdown()
+    assert snap["dropped"].get("malformed") == 1 and snap["exported"] == 1
+    assert [s.name for s in exporter.items] == ["fine"]

@@ -179,8 +179,9 @@ class TenantResolver:
         return 0
 
 
-def _origin(span: Any) -> Any:
-    return getattr(getattr(span, "_attributes", None), ORIGIN, None)
+def _origin(span: Any) -> Context | None:
+    origin = getattr(getattr(span, "_attributes", None), ORIGIN, None)
+    return origin if isinstance(origin, Context) else None  # a Mock answers every name
 
 
 def _none(key: object) -> None:
@@ -230,7 +231,16 @@ class Holder:
         self.timeouts = 0  # spans released at a bound rather than by their ancestor's end
 
     def park(self, span: Any, now: float) -> bool:
-        """True: ``span`` is held.  Also lets go of the spans that waited for it."""
+        """True: ``span`` is held.  Also lets go of the spans that waited for it.
+
+        Never raises: an item it cannot look at goes on to be classified (and counted there).
+        """
+        try:
+            return self._park(span, now)
+        except Exception:  # noqa: BLE001 - a hostile item must not stop the scheduler thread
+            return False
+
+    def _park(self, span: Any, now: float) -> bool:
         context = span.context
         if context is None:
             return False
