@@ -61,6 +61,7 @@ _SCRIPT = textwrap.dedent(
     for _ in range(3):
         log.warning("otel-sched traces pipeline: export mode is now %s", "degraded")
     log.warning("otel-sched traces pipeline: export mode is now %s", "normal")
+    log.warning("otel-sched traces pipeline: export mode is now %s", "degraded")  # again: a new change
     log.info("not a warning")
     """
 )
@@ -73,6 +74,7 @@ def test_warnings_reach_stderr_once_per_state_change_when_only_the_otel_handler_
     assert lines == [
         "WARNING otel_sched._pipeline: otel-sched traces pipeline: export mode is now degraded",
         "WARNING otel_sched._pipeline: otel-sched traces pipeline: export mode is now normal",
+        "WARNING otel_sched._pipeline: otel-sched traces pipeline: export mode is now degraded",
     ]
     assert "not a warning" not in result.stderr
 
@@ -90,3 +92,68 @@ def test_no_duplicate_when_a_real_handler_shows_the_warning(
     logging.getLogger("otel_sched._pipeline").warning("spool in use (test, otel only)")
     out, err = capsys.readouterr()
     assert "spool in use (test, otel only)" in err
+
+
+_PIPELINE_SCRIPT = textwrap.dedent(
+    """
+    import logging, time
+    from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+    from opentelemetry.sdk._logs.export import LogRecordExportResult
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExportResult
+    import otel_sched
+
+    class Collector:  # the span collector: down, then back
+        up = False
+        def export(self, batch):
+            return SpanExportResult.SUCCESS if Collector.up else SpanExportResult.FAILURE
+        def shutdown(self):
+            pass
+
+    class DownLogs:  # the log collector stays down
+        def export(self, batch):
+            return LogRecordExportResult.FAILURE
+        def shutdown(self):
+            pass
+
+    logger_provider = LoggerProvider()
+    logs = otel_sched.ScheduledLogRecordProcessor(
+        DownLogs(), schedule_delay_millis=10, shutdown_timeout_millis=1000
+    )
+    logger_provider.add_log_record_processor(logs)
+    logging.getLogger().handlers[:] = [LoggingHandler(logger_provider=logger_provider)]
+    spans = otel_sched.ScheduledSpanProcessor(Collector(), schedule_delay_millis=10)
+    provider = TracerProvider()
+    provider.add_span_processor(spans)
+    tracer = provider.get_tracer("test")
+
+    def until(mode):
+        deadline = time.monotonic() + 30
+        while spans.stats()["mode"] != mode:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the span pipeline never reached {mode}")
+            tracer.start_span("work").end()
+            time.sleep(0.02)
+
+    until("degraded")
+    Collector.up = True
+    until("normal")
+    print("log pipeline received", logs.stats()["received"])
+    spans.shutdown()
+    logs.shutdown()
+    """
+)
+
+
+def test_a_real_degraded_episode_reaches_stderr_and_does_not_loop_through_the_log_pipeline() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _PIPELINE_SCRIPT], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    err = result.stderr
+    assert err.count("traces pipeline: every export endpoint is failing; degraded mode") == 1, err
+    assert "logs pipeline: every export endpoint is failing; degraded mode" in err, err
+    assert err.count("traces pipeline: export mode is now recovering") == 1, err
+    assert err.count("traces pipeline: export mode is now normal") == 1, err
+    received = int(result.stdout.rsplit(" ", 1)[1])
+    assert received < 50, result.stdout  # our warnings entered the log pipeline once each, no loop

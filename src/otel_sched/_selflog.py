@@ -4,9 +4,10 @@ A service that routes all logging through the OTel ``LoggingHandler`` sees otel-
 (degraded mode, spool in use, shedding) only in the log pipeline -- the one that fails when the
 collector is down.  :class:`StderrFallback`, on the ``otel_sched`` logger, writes a WARNING or
 above straight to ``sys.stderr`` (never through ``logging``, so nothing loops back into a log
-pipeline) when no other handler would show it: each distinct message at most once per
-``REPEAT_SECONDS``, and at most ``BUDGET`` lines per ``REPEAT_SECONDS`` in all.  A state change
-is a new message, so each is seen at least once.
+pipeline) when no other handler would show it.  A message that repeats the last one written for
+its logger is skipped for ``REPEAT_SECONDS``; a state change is a different message than the
+one before it, so each is seen (degraded, recovering, degraded again...).  At most ``BUDGET``
+lines per ``REPEAT_SECONDS`` in all, against a flood.
 """
 
 from __future__ import annotations
@@ -14,13 +15,11 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections import OrderedDict
 
 __all__ = ["StderrFallback", "install"]
 
 REPEAT_SECONDS = 60.0
-BUDGET = 30
-_MAX_REMEMBERED = 256
+BUDGET = 60
 
 
 def _is_opentelemetry(handler: logging.Handler) -> bool:
@@ -30,7 +29,7 @@ def _is_opentelemetry(handler: logging.Handler) -> bool:
 class StderrFallback(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
-        self._last: OrderedDict[str, float] = OrderedDict()
+        self._last: dict[str, tuple[str, float]] = {}  # logger name -> (last message written, when)
         self._window = (-REPEAT_SECONDS, 0)  # (start, lines written in it)
 
     def _shown_elsewhere(self, record: logging.LogRecord) -> bool:
@@ -52,8 +51,8 @@ class StderrFallback(logging.Handler):
                 return
             message = record.getMessage()
             now = time.monotonic()
-            last = self._last.get(message)
-            if last is not None and now - last < REPEAT_SECONDS:
+            last = self._last.get(record.name)
+            if last is not None and last[0] == message and now - last[1] < REPEAT_SECONDS:
                 return
             start, written = self._window
             if now - start >= REPEAT_SECONDS:
@@ -61,10 +60,7 @@ class StderrFallback(logging.Handler):
             if written >= BUDGET:
                 return
             self._window = (start, written + 1)
-            self._last[message] = now
-            self._last.move_to_end(message)
-            if len(self._last) > _MAX_REMEMBERED:
-                self._last.popitem(last=False)
+            self._last[record.name] = (message, now)  # our loggers: a few dozen names at most
             stream = sys.stderr
             if stream is not None:
                 stream.write(f"{record.levelname} {record.name}: {message}\n")
