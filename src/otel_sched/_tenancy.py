@@ -91,21 +91,27 @@ class TenantResolver:
     def __init__(self, sources: tuple[Source, ...]) -> None:
         self._sources = sources
         self.inherited = 0  # items whose tenant came from an ancestor span
+        self._looked_at: tuple[Any, object | None, Context | None] | None = None  # by waits_for
 
     def _own(self, attributes: Mapping[str, Any] | None, resource: Any, baggage: Any) -> object | None:
         for from_baggage, key in self._sources:
             if from_baggage:
                 value = baggage.get(key) if baggage else None
             else:
-                value = attributes.get(key) if attributes else None
+                value = _plain(attributes).get(key) if attributes else None
                 if value is None and resource is not None:
-                    value = resource.attributes.get(key)
+                    value = _plain(resource.attributes).get(key)
             if value is not None and value != "":
                 return value  # type: ignore[no-any-return]
         return None
 
     def _own_span(self, span: Any, origin: Any) -> object | None:
-        return self._own(span.attributes, span.resource, origin.get(_BAGGAGE_KEY) if origin else None)
+        attributes = getattr(span, "_attributes", None)  # the live map: no read-only proxy per lookup
+        return self._own(
+            attributes if attributes is not None else span.attributes,
+            span.resource,
+            origin.get(_BAGGAGE_KEY) if origin else None,
+        )
 
     def _ancestors(self, origin: Any) -> Any:
         """Yield (ancestor span, its origin) from the nearest up, in-process SDK spans only."""
@@ -125,8 +131,13 @@ class TenantResolver:
         return None
 
     def span_tenant(self, span: Any) -> object | None:
-        origin = _origin(span)
-        value = self._own_span(span, origin)
+        cached = self._looked_at
+        if cached is not None and cached[0] is span:  # the holder just looked: an ended span's own
+            self._looked_at = None  # sources do not change
+            _, value, origin = cached
+        else:
+            origin = _origin(span)
+            value = self._own_span(span, origin)
         return value if value is not None else self._inherit(origin)
 
     def log_tenant(self, record: Any) -> object | None:
@@ -156,9 +167,11 @@ class TenantResolver:
         root until the holder has seen it: running, or ended and still on its way.
         """
         origin = _origin(span)
+        own = self._own_span(span, origin)
+        self._looked_at = (span, own, origin)  # span_tenant, right after, needs the same
         if not origin or not isinstance(origin.get(_SPAN_KEY), ReadableSpan):
             return 0  # a local root: nothing to wait for
-        known = self._own_span(span, origin) is not None
+        known = own is not None
         if known and not to_root:
             return 0
         root: Any = None
@@ -177,6 +190,12 @@ class TenantResolver:
         if to_root and root is not None and not getattr(root._attributes, to_root, False):
             return _span_id(root)
         return 0
+
+
+def _plain(attributes: Any) -> Any:
+    """The SDK's BoundedAttributes as its plain dict: a missing key costs no KeyError inside ``get``."""
+    inner = getattr(attributes, "_dict", None)
+    return inner if type(inner) is dict else attributes
 
 
 def _origin(span: Any) -> Context | None:
@@ -236,26 +255,21 @@ class Holder:
         Never raises: an item it cannot look at goes on to be classified (and counted there).
         """
         try:
-            return self._park(span, now)
+            if self._seen is not None:
+                with contextlib.suppress(AttributeError):
+                    setattr(span._attributes, self._seen, True)
+                if self._priority_of is not None and self._priority_of(span) >= _HIGH:
+                    mark_trace(span.context.trace_id, _HIGH)  # before its held relatives are classified
+            if self._groups:
+                group = self._groups.pop(span.context.span_id, None)
+                if group is not None:
+                    waiting = group[1]
+                    self.count -= len(waiting)
+                    for item in reversed(waiting):
+                        self._requeue(item)
+            awaited = self._resolver.waits_for(span, self._seen)
         except Exception:  # noqa: BLE001 - a hostile item must not stop the scheduler thread
             return False
-
-    def _park(self, span: Any, now: float) -> bool:
-        context = span.context
-        if context is None:
-            return False
-        if self._seen is not None:
-            with contextlib.suppress(AttributeError):
-                setattr(span._attributes, self._seen, True)
-            if self._priority_of is not None and self._priority_of(span) >= _HIGH:
-                mark_trace(context.trace_id, _HIGH)  # before its held relatives are classified
-        group = self._groups.pop(context.span_id, None)
-        if group is not None:
-            waiting = group[1]
-            self.count -= len(waiting)
-            for item in reversed(waiting):
-                self._requeue(item)
-        awaited = self._resolver.waits_for(span, self._seen)
         if not awaited:
             return False
         while self.count >= self._cap and self._groups:
