@@ -360,3 +360,30 @@ def test_a_hostile_span_is_counted_and_the_scheduler_lives_on(caplog: pytest.Log
     processor.shutdown()
     assert snap["dropped"].get("malformed") == 1 and snap["exported"] == 1
     assert [s.name for s in exporter.items] == ["fine"]
+
+
+def test_held_spans_stay_bounded_through_the_processor_whatever_the_number_of_traces() -> None:
+    exporter = RecordingExporter()
+    processor = ScheduledSpanProcessor(exporter, tenant_key="tenant.id", max_queue_size=8192)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("test")
+    cap = processor._pipeline.holder.cap  # type: ignore[union-attr]
+    assert cap == 4096
+    most_held = 0
+    for i in range(3 * cap):  # each trace's root never ends (a leaked span): its child waits for it
+        root = tracer.start_span(f"root{i}")
+        with trace.use_span(root, end_on_exit=False):
+            tracer.start_span("child").end()
+        if i % 500 == 0:
+            most_held = max(most_held, processor.stats()["tenants"]["held"])
+    assert processor.force_flush(30_000)
+    snap = processor.stats()
+    processor.shutdown()
+    assert most_held <= cap
+    assert snap["tenants"]["held"] == 0 and snap["received"] == 3 * cap
+    assert snap["tenants"]["held_released_unresolved"] == 3 * cap
+    assert snap["tenants"]["missing_key"] == 3 * cap
+    # Idle: every span exported, or dropped and counted (a flush may release more than fits at once).
+    assert snap["received"] == snap["exported"] + snap["dropped_total"]
+    assert snap["exported"] >= 2 * cap

@@ -276,7 +276,8 @@ class Pipeline:
             self.holder = Holder(
                 self.classifier.resolver,
                 self._intake.appendleft,
-                self._intake_cap,
+                # Half the queue: what a flush releases at once fits beside what is queued.
+                max(cfg.max_queue_size // 2, 256),
                 self._priority_of.function() if cfg.inherit_priority else None,
             )
         self._completions: deque[tuple[Lane, Job, Outcome, float]] = deque()
@@ -418,7 +419,7 @@ class Pipeline:
         bound = (
             cfg.max_queue_bytes
             + cfg.max_queue_size * self._task_overhead
-            + self._base_intake_cap * self._raw_overhead * (1 if self.holder is None else 2)
+            + (self._base_intake_cap + (0 if self.holder is None else self.holder.cap)) * self._raw_overhead
         )
         budget = cfg.memory_limit_mib if explicit else 1.5 * bound / (1024 * 1024)
         coordinator().join(

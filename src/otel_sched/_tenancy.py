@@ -240,7 +240,7 @@ class Holder:
     ) -> None:
         self._resolver = resolver
         self._requeue = requeue
-        self._cap = cap
+        self.cap = cap
         self._priority_of = priority_of  # set: inherit_priority (hold each span until its local root ends)
         # inherit_priority: marks on a span's attribute map that this holder has seen it arrive.
         self._seen = f"_otel_sched_seen_{id(self):x}" if priority_of is not None else None
@@ -272,7 +272,7 @@ class Holder:
             return False
         if not awaited:
             return False
-        while self.count >= self._cap and self._groups:
+        while self.count >= self.cap and self._groups:
             self._release_oldest()
         group = self._groups.get(awaited)
         if group is None:
