@@ -9,6 +9,13 @@ so no queue is ever full during a timed loop.  Reported per call: wall time and 
 calling thread's own CPU time (``time.thread_time_ns``: it leaves out time spent
 waiting for the GIL while the processor's threads run), median over the rounds.
 
+The span rows "on_start+on_end" call ``on_start(span, parent_context)`` then ``on_end(span)``
+for each span, with a parent context holding a parent span (a child span, as instrumentation
+makes them) and, for "+baggage", a W3C baggage entry too; otel-sched is configured with
+``tenant_key="tenant.id, baggage:tenant.id"`` there, so its on_start keeps the parent and the
+baggage with the span.  The stock on_start does nothing: the target is ours' on_start+on_end at
+or below the stock on_end.
+
 Two settings:
   * isolated -- batch size and delay so large that the processor's threads sleep
     through the loop: the cost of the call itself;
@@ -25,7 +32,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import _common as c
+from opentelemetry import baggage, trace
 from opentelemetry._logs import SeverityNumber
+from opentelemetry.context import Context
 from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor, ReadWriteLogRecord
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -85,6 +94,13 @@ def make_spans(n: int) -> list[ReadableSpan]:
     return spans
 
 
+def parent_context(with_baggage: bool) -> Context:
+    """A context holding a (local, recording) parent span and, optionally, a tenant in baggage."""
+    parent = TracerProvider(resource=c.RESOURCE).get_tracer("bench.on_start").start_span("parent")
+    context = trace.set_span_in_context(parent)
+    return baggage.set_baggage("tenant.id", "tenant-1", context) if with_baggage else context
+
+
 def make_logs(n: int) -> list[ReadWriteLogRecord]:
     collect = _Collect()
     provider = LoggerProvider(resource=c.RESOURCE)
@@ -132,12 +148,26 @@ def _options(setting: str, chunk: int) -> dict[str, Any]:
     return {"max_queue_size": chunk + 1}
 
 
+def _start_and_end(processor: Any, context: Context) -> Callable[[Any], None]:
+    on_start, on_end = processor.on_start, processor.on_end
+
+    def call(span: Any) -> None:
+        on_start(span, context)
+        on_end(span)
+
+    return call
+
+
 def measure(signal: str, kind: str, setting: str, items: Sequence[Any], rounds: int) -> tuple[float, float]:
     options = _options(setting, len(items))
     processor: Any
     if signal == "spans":
         processor = c.span_processor(kind, c.NoopSpanExporter(), **options)
         call = processor.on_end
+    elif signal.startswith("spans+on_start"):
+        options["tenant_key"] = "tenant.id, baggage:tenant.id"
+        processor = c.span_processor(kind, c.NoopSpanExporter(), **options)
+        call = _start_and_end(processor, parent_context(with_baggage=signal.endswith("baggage")))
     else:
         exporter = _NoopLogExporter()
         if kind == c.STOCK:
@@ -151,6 +181,14 @@ def measure(signal: str, kind: str, setting: str, items: Sequence[Any], rounds: 
         processor.shutdown()
 
 
+_CALLS = {
+    "spans": "on_end (spans)",
+    "spans+on_start": "on_start+on_end (child spans)",
+    "spans+on_start+baggage": "on_start+on_end (child spans, baggage)",
+    "logs": "on_emit (logs)",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = c.parser("on_end", __doc__).parse_args(argv)
     chunk, rounds = (5_000, 5) if args.quick else (20_000, 9)
@@ -160,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     logs = make_logs(chunk)
     results: dict[str, Any] = {}
     rows = []
-    for signal, items in (("spans", spans), ("logs", logs)):
+    cases = (("spans", spans), ("spans+on_start", spans), ("spans+on_start+baggage", spans), ("logs", logs))
+    for signal, items in cases:
         for setting in ("isolated", "defaults"):
             measured = {kind: measure(signal, kind, setting, items, rounds) for kind in (c.STOCK, c.OURS)}
             (s_wall, s_cpu), (o_wall, o_cpu) = measured[c.STOCK], measured[c.OURS]
@@ -175,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             results[f"{signal}/{setting}"] = entry
             rows.append(
                 [
-                    f"{'on_end' if signal == 'spans' else 'on_emit'} ({signal}), {setting}",
+                    f"{_CALLS[signal]}, {setting}",
                     f"{s_cpu:,.0f}",
                     f"{o_cpu:,.0f}",
                     c.fmt_ratio(entry["cpu_ratio_stock_over_ours"]),

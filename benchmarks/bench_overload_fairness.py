@@ -1,8 +1,10 @@
 """Overload and fairness: who gets delivered when the offered load is ~3x what the exporter carries.
 
-    python benchmarks/bench_overload_fairness.py [--quick] [--json PATH] [--seconds S]
+    python benchmarks/bench_overload_fairness.py [--quick] [--json PATH] [--seconds S] [--tenant-in baggage]
 
-Five tenants (attribute ``tenant.id``); tenant-a sends 70 % of the spans, the four
+Five tenants (attribute ``tenant.id``, or with ``--tenant-in baggage`` a W3C baggage entry
+``tenant.id`` in the span's parent context, on no span, and ``tenant_key="baggage:tenant.id"``);
+tenant-a sends 70 % of the spans, the four
 quiet tenants 7.5 % each; 5 % of all spans have status ERROR.  Two app threads offer
 6,500 spans/s through the real OTLP/HTTP exporter to an embedded receiver that takes
 200 ms per request.  Two collector settings:
@@ -31,6 +33,7 @@ from collections import Counter
 from typing import Any
 
 import _common as c
+from opentelemetry import baggage
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -52,13 +55,16 @@ def _item_bytes(item: ReceivedItem) -> int:
 
 class _Counts:
     def __init__(self) -> None:
+        self.trace_tenant: dict[int, str] = {}  # baggage mode: the spans carry no tenant; producers note it
         self.lock = threading.Lock()
         self.tenant: Counter[str] = Counter()
         self.tenant_bytes: Counter[str] = Counter()
         self.priority: Counter[str] = Counter()
 
     def hook(self, item: ReceivedItem) -> None:
-        tenant = str(item.attributes.get("tenant.id", "?"))
+        tenant = item.attributes.get("tenant.id")
+        if tenant is None:
+            tenant = self.trace_tenant.get(int.from_bytes(item.trace_id, "big"), "?")
         priority = "error" if item.status_code == 2 else "normal"
         size = _item_bytes(item)
         with self.lock:
@@ -74,8 +80,10 @@ class _Counts:
 class _Producer:
     """A span maker for one app thread, counting what it offered."""
 
-    def __init__(self, provider: TracerProvider, seed: int) -> None:
+    def __init__(self, provider: TracerProvider, seed: int, trace_tenant: dict[int, str] | None) -> None:
         self.rng = random.Random(seed)
+        self.trace_tenant = trace_tenant  # set: the tenant travels in baggage, not as an attribute
+        self.contexts = {t: baggage.set_baggage("tenant.id", t) for t in TENANTS}
         self.tracer = provider.get_tracer("bench.overload")
         self.tenant: Counter[str] = Counter()
         self.priority: Counter[str] = Counter()
@@ -85,11 +93,13 @@ class _Producer:
         rng = self.rng
         tenant = NOISY if rng.random() < NOISY_SHARE else TENANTS[1 + rng.randrange(len(TENANTS) - 1)]
         error = rng.random() < ERROR_SHARE
+        attributes: dict[str, Any] = {} if self.trace_tenant is not None else {"tenant.id": tenant}
         span = self.tracer.start_span(
             "POST /api/v1/import",
+            context=self.contexts[tenant] if self.trace_tenant is not None else None,
             kind=SpanKind.SERVER,
             attributes={
-                "tenant.id": tenant,
+                **attributes,
                 "http.request.method": "POST",
                 "http.route": "/api/v1/import",
                 "http.response.status_code": 500 if error else 200,
@@ -99,6 +109,8 @@ class _Producer:
         )
         if error:
             span.set_status(Status(StatusCode.ERROR))
+        if self.trace_tenant is not None:
+            self.trace_tenant[span.get_span_context().trace_id] = tenant
         span.end()
         self.tenant[tenant] += 1
         self.priority["error" if error else "normal"] += 1
@@ -106,14 +118,19 @@ class _Producer:
             self.errors[tenant] += 1
 
 
-def run(kind: str, seconds: float, collector_concurrency: int) -> dict[str, Any]:
+def run(
+    kind: str, seconds: float, collector_concurrency: int, tenant_in: str = "attribute"
+) -> dict[str, Any]:
     c.trim_heap()
     counts = _Counts()
+    in_baggage = tenant_in == "baggage"
     with c.receiver(LATENCY_MS, item_hook=counts.hook, max_concurrent_requests=collector_concurrency) as rx:
         provider = TracerProvider(resource=c.RESOURCE)
-        processor = c.span_processor(kind, c.otlp_span_exporter(rx), tenant_key="tenant.id")
+        tenant_key = "baggage:tenant.id" if in_baggage else "tenant.id"
+        processor = c.span_processor(kind, c.otlp_span_exporter(rx), tenant_key=tenant_key)
         provider.add_span_processor(processor)
-        producers = [_Producer(provider, seed) for seed in (1, 2)]
+        trace_tenant = counts.trace_tenant if in_baggage else None
+        producers = [_Producer(provider, seed, trace_tenant) for seed in (1, 2)]
         made, skipped, load_s = c.paced_threads(producers, RATE, seconds)
         during_load = counts.total()
         stats = processor.stats() if kind == c.OURS else None
@@ -277,6 +294,12 @@ def report(setting: str, s: dict[str, Any], o: dict[str, Any]) -> dict[str, Any]
 def main(argv: list[str] | None = None) -> int:
     p = c.parser("overload_fairness", __doc__)
     p.add_argument("--seconds", type=float, default=None, help="load per pipeline (default 12, quick 3)")
+    p.add_argument(
+        "--tenant-in",
+        choices=("attribute", "baggage"),
+        default="attribute",
+        help="where the tenant travels: a span attribute, or W3C baggage only (no span carries it)",
+    )
     args = p.parse_args(argv)
     seconds = args.seconds if args.seconds is not None else (3.0 if args.quick else 12.0)
     params = {
@@ -287,11 +310,12 @@ def main(argv: list[str] | None = None) -> int:
         "tenants": TENANTS,
         "noisy_share": NOISY_SHARE,
         "error_share": ERROR_SHARE,
+        "tenant_in": args.tenant_in,
     }
     c.print_header("Overload (~3x) with one noisy tenant and 5 % ERROR spans", params)
     results: dict[str, Any] = {}
     for setting, concurrency in SETTINGS.items():
-        runs = {kind: run(kind, seconds, concurrency) for kind in (c.STOCK, c.OURS)}
+        runs = {kind: run(kind, seconds, concurrency, args.tenant_in) for kind in (c.STOCK, c.OURS)}
         results[setting] = report(setting, runs[c.STOCK], runs[c.OURS])
     print(
         "  * max-min fair: what each tenant would get if otel-sched's delivered throughput were shared\n"

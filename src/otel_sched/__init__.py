@@ -6,8 +6,10 @@ becomes a task ranked by priority, tenant fairness and predicted export cost.
 """
 
 from ._boost import mark_trace_important, unmark_trace
+from ._pipeline import stats
 from ._priority_rules import PriorityClassifier, Rule, RuleSyntaxError, parse_rules
 from ._processors import ScheduledLogRecordProcessor, ScheduledSpanProcessor
+from ._selflog import install as _install_stderr_fallback
 from ._setup import (
     Replacement,
     Setup,
@@ -17,6 +19,8 @@ from ._setup import (
     unpatch_batch_processors,
 )
 from ._task import PriorityClass
+
+_install_stderr_fallback()
 
 __version__ = "0.1.0"
 
@@ -35,6 +39,7 @@ __all__ = [
     "mark_trace_important",
     "parse_rules",
     "patch_batch_processors",
+    "stats",
     "unmark_trace",
     "unpatch_batch_processors",
 ]

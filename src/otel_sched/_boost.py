@@ -21,7 +21,7 @@ from opentelemetry import trace
 
 from ._task import PriorityClass
 
-__all__ = ["MAX_MARKED_TRACES", "mark_trace_important", "marked_priority", "unmark_trace"]
+__all__ = ["MAX_MARKED_TRACES", "mark_trace", "mark_trace_important", "marked_priority", "unmark_trace"]
 
 MAX_MARKED_TRACES = 65536
 
@@ -46,11 +46,21 @@ def mark_trace_important(
         trace_id = context.trace_id
     if isinstance(trace_id, bool) or not isinstance(trace_id, int) or not 0 < trace_id < 1 << 128:
         raise ValueError(f"trace_id={trace_id!r} is not a valid trace id: expected an int in 1..2**128-1")
-    _MARKED[trace_id] = int(cls)
+    _store(trace_id, int(cls))
+    return trace_id
+
+
+def mark_trace(trace_id: int, priority: int) -> None:
+    """Raise a trace to at least ``priority`` (scheduler side, for ``inherit_priority``)."""
+    if _MARKED.get(trace_id, -1) < priority:
+        _store(trace_id, priority)
+
+
+def _store(trace_id: int, priority: int) -> None:
+    _MARKED[trace_id] = priority
     if len(_MARKED) > MAX_MARKED_TRACES:
         with contextlib.suppress(KeyError):  # another thread emptied it meanwhile
             _MARKED.popitem(last=False)
-    return trace_id
 
 
 def unmark_trace(trace_id: int) -> None:

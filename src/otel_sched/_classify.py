@@ -7,9 +7,10 @@ item is a handful of calls with no configuration branches.
 
 * priority -- the compiled rule list (see ``_priority_rules``); default: ERROR status
   or severity >= ERROR is HIGH, everything else NORMAL;
-* tenant -- the ``tenant_key`` attribute of the item, else of its resource; at most
-  ``max_tenants`` distinct tenants are tracked, idle ones are retired first, and the
-  rest share :data:`OVERFLOW_TENANT` (counted);
+* tenant -- the first ``tenant_key`` source that names one (an attribute of the item, else of
+  its resource; or a baggage entry), else the nearest in-process ancestor span's (see
+  ``_tenancy``); at most ``max_tenants`` distinct tenants are tracked, idle ones are retired
+  first, and the rest share :data:`OVERFLOW_TENANT` (counted);
 * cost -- the item's predicted encoded size in bytes (an estimate from its fields);
 * deadline -- enqueue time plus the class's max age.
 """
@@ -22,9 +23,10 @@ from typing import Any
 
 from opentelemetry.trace import SpanContext
 
-from ._boost import _MARKED
+from ._boost import _MARKED, mark_trace
 from ._sdk_fields import FAST_SPAN
-from ._task import Signal, Task
+from ._task import PriorityClass, Signal, Task
+from ._tenancy import TenantResolver, parse_tenant_sources
 
 __all__ = [
     "DEFAULT_TENANT",
@@ -160,20 +162,22 @@ class Classifier:
         tenant_key: str | None,
         tenants: TenantRegistry,
         max_age_seconds: list[float],
+        inherit_priority: bool = False,
     ) -> None:
         self._signal = signal
         self._priority_of = priority_of
+        if inherit_priority:  # a HIGH item raises the rest of its trace, as mark_trace_important() does
+            self._priority_of = _marking(priority_of, self._trace_id_of(signal))
+        self.resolver = TenantResolver(parse_tenant_sources(tenant_key) if tenant_key else ())
         self._tenants = tenants
         self._max_age = max_age_seconds
         self._seq = 0
         self.tenant_missing = 0  # items without the tenant attribute (a key that never matches shows here)
         self._tenant_of = self._tenant_lookup(tenant_key)
-        if signal is Signal.TRACES:
-            self._estimate: Callable[[Any], int] = estimate_span_bytes
-            self._trace_id: Callable[[Any], int] = _span_trace_id
-        else:
-            self._estimate = estimate_log_bytes
-            self._trace_id = _log_trace_id
+        self._trace_id: Callable[[Any], int] = self._trace_id_of(signal)
+        self._estimate: Callable[[Any], int] = (
+            estimate_span_bytes if signal is Signal.TRACES else estimate_log_bytes
+        )
 
     def use_exact_cost(self) -> None:
         """The fast path encodes every item right after classification: skip the estimate."""
@@ -183,22 +187,24 @@ class Classifier:
         if key is None:
             return lambda item: DEFAULT_TENANT
         label = self._tenants.label
-        signal = self._signal
+        resolve = self.resolver.span_tenant if self._signal is Signal.TRACES else self.resolver.log_tenant
 
         def tenant_of(item: Any) -> str:
-            if signal is Signal.TRACES:
-                attributes, resource = item.attributes, item.resource
-            else:
-                attributes, resource = item.log_record.attributes, item.resource
-            value = attributes.get(key) if attributes else None
-            if value is None and resource is not None:
-                value = resource.attributes.get(key)
+            value = resolve(item)
             if value is None:
                 self.tenant_missing += 1
                 return DEFAULT_TENANT
             return label(value)
 
         return tenant_of
+
+    @staticmethod
+    def _trace_id_of(signal: Signal) -> Callable[[Any], int]:
+        return _span_trace_id if signal is Signal.TRACES else _log_trace_id
+
+    @property
+    def tenant_inherited(self) -> int:
+        return self.resolver.inherited
 
     def classify(self, item: Any, now: float) -> Task:
         priority = int(self._priority_of(item))
@@ -263,6 +269,21 @@ class Classifier:
     @property
     def last_seq(self) -> int:
         return self._seq
+
+
+_HIGH = int(PriorityClass.HIGH)
+
+
+def _marking(priority_of: Callable[[Any], int], trace_id_of: Callable[[Any], int]) -> Callable[[Any], int]:
+    def priority(item: Any) -> int:
+        value = int(priority_of(item))
+        if value >= _HIGH:
+            trace_id = trace_id_of(item)
+            if trace_id:
+                mark_trace(trace_id, value)
+        return value
+
+    return priority
 
 
 def _unit_cost(item: Any) -> int:

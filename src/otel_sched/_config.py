@@ -112,6 +112,21 @@ def _optional_str(value: object) -> str | None:
     return stripped or None
 
 
+def _tenant_key(value: object) -> str | None:
+    from ._tenancy import parse_tenant_sources, render_sources
+
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError("an attribute name, baggage:<key>, a comma list of them, or None")
+    if not value.strip():
+        return None
+    try:
+        return render_sources(parse_tenant_sources(value))
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
+
+
 def _pairs(value: object, expected: str) -> list[tuple[object, object]]:
     """``"a=1,b=2"`` or a mapping, as (key, raw value) pairs; the shape only, values unchecked."""
     if isinstance(value, Mapping):
@@ -267,8 +282,18 @@ OPTIONS: Final[tuple[Option[Any], ...]] = (
         "tenant_key",
         "OTEL_PYTHON_SCHED_TENANT_KEY",
         None,
-        _optional_str,
-        "Attribute naming the tenant (item attribute first, then resource attribute). Unset: one tenant.",
+        _tenant_key,
+        "Where the tenant comes from: an attribute (item attribute first, then resource attribute), "
+        "`baggage:<key>` (W3C baggage), or a comma list tried in order, e.g. `tenant.id, baggage:tenant.id`. "
+        "An item none names takes its in-process parent span's tenant. Unset: one tenant.",
+    ),
+    Option(
+        "inherit_priority",
+        "OTEL_PYTHON_SCHED_INHERIT_PRIORITY",
+        False,
+        _bool,
+        "Hold each span until its local root span ends (at most 5 s) and give the whole local trace "
+        "the highest class any of its spans has: an ERROR anywhere raises its siblings.",
     ),
     Option(
         "max_tenants",
@@ -472,6 +497,7 @@ class Config:
     export_timeout_millis: float
     policy: str
     tenant_key: str | None
+    inherit_priority: bool
     max_tenants: int
     tenant_weights: Mapping[str, float]
     priority_rules: Any

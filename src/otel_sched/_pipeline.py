@@ -65,6 +65,7 @@ from ._routing import Router
 from ._safe import safe_url
 from ._spool import Spool, SpoolUnavailable
 from ._task import PriorityClass, Signal, Task
+from ._tenancy import Holder, Released
 from ._workers import Job, Lane, LanePool, Outcome, export_depth, register_thread, unregister_thread
 
 __all__ = ["Pipeline", "snapshot_log"]
@@ -177,26 +178,37 @@ _NO_CONTEXT = Context()
 _new_object = object.__new__
 
 
-def snapshot_log(record: Any) -> Any:
-    """At ``on_emit``: what the stock processor's copy protects, for a fraction of its cost.
+def _log_snapshot(keep_context: bool) -> Callable[[Any], Any]:
+    def snapshot_log(record: Any) -> Any:
+        """At ``on_emit``: what the stock processor's copy protects, for a fraction of its cost.
 
-    The API record's fields (a processor registered after ours that sets ``body`` or
-    ``attributes`` changes its own record, not ours) without the Context, which may be large,
-    plus the record's resource, scope and limits as they are now.  The record itself is rebuilt
-    on the scheduler thread.
-    """
-    if not isinstance(record, ReadWriteLogRecord):
-        return record
-    api = record.log_record
-    try:
-        fields = api.__dict__.copy()
-    except AttributeError:  # an API record without a __dict__: the stock processor's copy
-        api = copy.copy(api)
-        api.context = _NO_CONTEXT
-        return ReadWriteLogRecord(api, record.resource, record.instrumentation_scope, record.limits)
-    fields["context"] = _NO_CONTEXT
-    # A plain tuple (no span or log record is one): the cheapest object to build here.
-    return (type(api), fields, record.resource, record.instrumentation_scope, record.limits)
+        The API record's fields (a processor registered after ours that sets ``body`` or
+        ``attributes`` changes its own record, not ours) without the Context, which may be large
+        (kept only where the tenant is read from it: the classifier then drops it), plus the
+        record's resource, scope and limits as they are now.  The record itself is rebuilt on the
+        scheduler thread.
+        """
+        if not isinstance(record, ReadWriteLogRecord):
+            return record
+        api = record.log_record
+        try:
+            fields = api.__dict__.copy()
+        except AttributeError:  # an API record without a __dict__: the stock processor's copy
+            api = copy.copy(api)
+            if not keep_context:
+                api.context = _NO_CONTEXT
+            return ReadWriteLogRecord(api, record.resource, record.instrumentation_scope, record.limits)
+        if not keep_context:
+            fields["context"] = _NO_CONTEXT
+        # A plain tuple (no span or log record is one): the cheapest object to build here.
+        return (type(api), fields, record.resource, record.instrumentation_scope, record.limits)
+
+    return snapshot_log
+
+
+snapshot_log = _log_snapshot(keep_context=False)
+# With a tenant key: a log record's context names its baggage and span; the classifier reads, then drops it.
+snapshot_log_with_context = _log_snapshot(keep_context=True)
 
 
 def _readable_log(record: Any) -> Any:
@@ -239,13 +251,17 @@ class Pipeline:
         self._metrics_enabled = metrics_enabled
         self._priority_of = compile_rules(config.priority_rules, config.signal.value)
         self._prepare: Callable[[Any], Any] = (
-            (lambda item: item) if config.signal is Signal.TRACES else _readable_log
+            (lambda item: item)
+            if config.signal is Signal.TRACES
+            # (snapshot_log_with_context kept a log record's context where the tenant is read from it)
+            else _readable_log
         )
         # Unclassified items waiting for the scheduler.  The GIL lets an application thread run ~5 ms
         # between scheduler slices (hundreds of spans), so the intake must absorb such a burst.
         self._intake_cap = max(config.max_queue_size, _MIN_INTAKE)
         self._timeout = config.export_timeout_millis / 1000.0
         self._shutdown = False
+        self.name = _stable_name(config.signal, exporter)
         self._build()
         _LIVE.add(self)
         self._join_coordinator()
@@ -275,6 +291,7 @@ class Pipeline:
             cfg.tenant_key,
             self.tenants,
             deadline_for(cfg.max_age_millis),
+            cfg.inherit_priority,
         )
         self.stats = Stats(cfg.max_tenants)
         if cfg.signal is Signal.TRACES:
@@ -298,6 +315,16 @@ class Pipeline:
         # Held by the scheduler thread across each step: snapshot() reads the balance between steps,
         # never half way through moving an item from one term to another.
         self._step_lock = threading.RLock()
+        # Spans waiting for an ancestor to end, for their tenant (or, inherit_priority, their class).
+        self.holder: Holder | None = None
+        if cfg.signal is Signal.TRACES and (cfg.tenant_key or cfg.inherit_priority):
+            self.holder = Holder(
+                self.classifier.resolver,
+                self._intake.appendleft,
+                # Half the queue: what a flush releases at once fits beside what is queued.
+                max(cfg.max_queue_size // 2, 256),
+                self._priority_of.function() if cfg.inherit_priority else None,
+            )
         self._completions: deque[tuple[Lane, Job, Outcome, float]] = deque()
         self._requests: deque[_Request] = deque()
         self._pending: list[_Request] = []
@@ -444,7 +471,7 @@ class Pipeline:
         bound = (
             cfg.max_queue_bytes
             + cfg.max_queue_size * self._task_overhead
-            + self._base_intake_cap * self._raw_overhead
+            + (self._base_intake_cap + (0 if self.holder is None else self.holder.cap)) * self._raw_overhead
         )
         budget = cfg.memory_limit_mib if explicit else 1.5 * bound / (1024 * 1024)
         coordinator().join(
@@ -467,7 +494,7 @@ class Pipeline:
         return threads
 
     def _held_bytes(self) -> int:
-        """The memory this pipeline holds: queued, in flight and in the intake.
+        """The memory this pipeline holds: queued, in flight, in the intake and held for a tenant.
 
         Encoded (or predicted) bytes plus the Python objects around them: a Task per queued or
         in-flight item, the raw SDK object of an item not yet encoded, and the request body a
@@ -476,11 +503,12 @@ class Pipeline:
         """
         queues = self.queues
         per_item = queues.nbytes / queues.count if queues.count else self._flight_item
+        unclassified = len(self._intake) + (0 if self.holder is None else self.holder.count)
         return int(
             queues.nbytes
             + queues.count * self._task_overhead
             + self._flight_bytes()
-            + len(self._intake) * (per_item + self._raw_overhead)
+            + unclassified * (per_item + self._raw_overhead)
         )
 
     def _flight_bytes(self) -> int:
@@ -772,9 +800,15 @@ class Pipeline:
         if self.metrics.enabled:
             self._report_app_drops()
         self._drain_completions()
+        if self.holder is not None:
+            self.holder.expire(now)
         # Requests first, so a flush covers everything offered before it was asked.
         if self._requests:
             self._drain_intake(now, limit=None)
+            if self.holder is not None and self.holder.count:
+                # Held spans go now, after the whole intake was seen (inherit_priority's marks too).
+                self.holder.release_all()
+                self._drain_intake(now, limit=None)
             while self._requests:
                 request = self._requests.popleft()
                 if request.kind == "sync":  # the intake is classified and admitted: that is all it asks
@@ -828,13 +862,15 @@ class Pipeline:
         intake = self._intake
         classify = self._classify_item
         prepare = self._prepare
+        # Once shutting down nothing is held back: every span goes out (or is counted) with the rest.
+        park = self.holder.park if self.holder is not None and not self._shutdown else None
         max_item = self._max_item
         min_priority = _MIN_PRIORITY[self._level]
         drops: list[tuple[Task, str]] = []
         runs: list[list[Task]] = []
         run: list[Task] = []
         last_priority, last_tenant = -1, ""
-        n = 0
+        n = parked = 0
         try:
             while intake and (limit is None or n < limit):
                 raw = intake.popleft()
@@ -842,6 +878,11 @@ class Pipeline:
                 depth = 0
                 if type(raw) is _Nested:
                     depth, raw = raw.depth, raw.item
+                elif type(raw) is Released:
+                    raw = raw.item
+                elif park is not None and park(raw, now):
+                    parked += 1  # still held: in the intake term, not taken
+                    continue
                 item = None
                 try:
                     item = prepare(raw)
@@ -873,7 +914,7 @@ class Pipeline:
                 if dropped:
                     drops.extend(dropped)
         finally:  # taken, whatever happens next: _recover counts what a failed step lost
-            self._taken += n
+            self._taken += n - parked
         if n:
             self.former.note_arrival(now)
         if drops:
@@ -1341,6 +1382,9 @@ class Pipeline:
                     candidates.append((job.started_at or now) + self._timeout)
         for request in self._pending:
             candidates.append(request.deadline)
+        held = None if self.holder is None else self.holder.next_deadline()
+        if held is not None:
+            candidates.append(held)
         if self._wake_after or (self.config.resource_aware and (self.queues.count or self._intake)):
             # An arrival below _wake_after does not wake us: bound how long it waits unclassified
             # (and, holding items, keep the process-wide decisions fresh).
@@ -1391,7 +1435,8 @@ class Pipeline:
         application thread's drops (intake full, recursion, after shutdown)."""
         with self._step_lock:
             stats = self.stats
-            intake = len(self._intake)
+            # Spans held for an ancestor's tenant were not taken from the intake: they count in it.
+            intake = len(self._intake) + (0 if self.holder is None else self.holder.count)
             app = sum(stats.app_drop_counts().values())
             terms = {
                 "received": self._taken + intake + app,
@@ -1413,10 +1458,13 @@ class Pipeline:
         by_tenant = queues.tenant_count.copy()
         snap = self.stats.snapshot(by_class, by_tenant, self._weight_of)
         queued = queues.count
-        intake = len(self._intake)
+        # Spans held for their tenant are offered and not classified yet: in "intake" for the balance.
+        held = 0 if self.holder is None else self.holder.count
+        intake = len(self._intake) + held
         snap.update(
             {
                 "signal": self.signal.value,
+                "name": self.name,
                 "policy": self.config.policy,
                 "mode": "shutdown" if self._shutdown else self.modes.mode.value,
                 "received": balance["received"],
@@ -1483,6 +1531,9 @@ class Pipeline:
                     "overflowed": self.tenants.overflowed,
                     "retired": self.tenants.retired,
                     "missing_key": self.classifier.tenant_missing,
+                    "inherited": self.classifier.tenant_inherited,
+                    "held": held,
+                    "held_released_unresolved": 0 if self.holder is None else self.holder.timeouts,
                 },
                 "rule_errors": getattr(self._priority_of, "errors", 0),
             }
@@ -1529,6 +1580,31 @@ def _exit_deadline() -> float | None:
     for pipeline in live:
         pipeline.close_async(deadline)
     return deadline
+
+
+_NAMES_TAKEN: dict[tuple[Signal, str], int] = {}
+_NAMES_LOCK = threading.Lock()
+
+
+def _stable_name(signal: Signal, exporter: Any) -> str:
+    """The exporter's class name; the second pipeline of a signal with the same one gets "#2"."""
+    base = type(exporter).__name__
+    with _NAMES_LOCK:
+        n = _NAMES_TAKEN.get((signal, base), 0) + 1
+        _NAMES_TAKEN[(signal, base)] = n
+    return base if n == 1 else f"{base}#{n}"
+
+
+def stats() -> dict[str, dict[str, dict[str, Any]]]:
+    """``stats()`` of every live pipeline of the process: ``{signal: {name: snapshot}}``.
+
+    Reaches the processors that ``opentelemetry-instrument`` or ``configure()`` created, which
+    application code holds no reference to.  A name stays the same for the pipeline's lifetime.
+    """
+    out: dict[str, dict[str, dict[str, Any]]] = {signal.value: {} for signal in Signal}
+    for pipeline in sorted(_LIVE, key=lambda p: p.name):
+        out[pipeline.signal.value][pipeline.name] = pipeline.snapshot()
+    return out
 
 
 def shutdown_all(timeout_s: float = 10.0) -> None:

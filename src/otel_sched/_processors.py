@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from opentelemetry.context import Context
+from opentelemetry.context import Context, get_current
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
 from opentelemetry.sdk.environment_variables import OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED
@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from typing_extensions import TypedDict, Unpack
 
 from ._config import resolve_config
-from ._pipeline import Pipeline, shutdown_all, snapshot_log
+from ._pipeline import Pipeline, shutdown_all, snapshot_log, snapshot_log_with_context
 from ._safe import describe
 from ._task import PriorityClass, Signal
 
@@ -120,6 +120,7 @@ class SchedulerOptions(TypedDict, total=False):
 
     policy: str
     tenant_key: str
+    inherit_priority: bool
     max_tenants: int
     tenant_weights: Mapping[str, float] | str
     priority_rules: str | Sequence[Any]
@@ -178,6 +179,8 @@ class ScheduledSpanProcessor(_Scheduled, SpanProcessor):
             {**stock, **options},
         )
         self._offer = self._pipeline.offer
+        # Tenants inherited within a trace and inherit_priority need each span's parent (and baggage).
+        self._capture = self._pipeline.config.tenant_key is not None or self._pipeline.config.inherit_priority
 
     @property
     def span_exporter(self) -> Any:
@@ -185,7 +188,13 @@ class ScheduledSpanProcessor(_Scheduled, SpanProcessor):
         return self._pipeline._exporter
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        pass
+        if self._capture:  # capture_origin(span, parent_context), inlined: this is the app thread
+            context = get_current() if parent_context is None else parent_context
+            try:
+                attributes: Any = span._attributes
+                attributes._otel_sched_origin = context
+            except AttributeError:  # not an SDK span: it gets its own tenant sources only
+                pass
 
     def on_end(self, span: ReadableSpan) -> None:
         context = span.context
@@ -219,6 +228,8 @@ class ScheduledLogRecordProcessor(_Scheduled, LogRecordProcessor):
         )
         self._start(Signal.LOGS, exporter, "exporter", meter_provider, exporter_factory, {**stock, **options})
         self._offer = self._pipeline.offer_checked
+        # A tenant key may name baggage or the record's span: their context stays until classified.
+        self._snapshot = snapshot_log_with_context if self._pipeline.config.tenant_key else snapshot_log
 
     @property
     def exporter(self) -> Any:
@@ -227,4 +238,4 @@ class ScheduledLogRecordProcessor(_Scheduled, LogRecordProcessor):
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:
         # What a later processor or the application may change, fixed now (as the stock copy does);
         # the ReadableLogRecord is built from it on the scheduler thread.
-        self._offer(snapshot_log(log_record))
+        self._offer(self._snapshot(log_record))
