@@ -8,8 +8,8 @@ item is a handful of calls with no configuration branches.
 * priority -- the compiled rule list (see ``_priority_rules``); default: ERROR status
   or severity >= ERROR is HIGH, everything else NORMAL;
 * tenant -- the ``tenant_key`` attribute of the item, else of its resource; at most
-  ``max_tenants`` distinct tenants are tracked, idle ones are retired first, and the
-  rest share :data:`OVERFLOW_TENANT` (counted);
+  ``max_tenants`` distinct tenants are tracked, one idle for :data:`TENANT_IDLE_SECONDS`
+  is retired to make room, and the rest share :data:`OVERFLOW_TENANT` (counted);
 * cost -- the item's predicted encoded size in bytes (an estimate from its fields);
 * deadline -- enqueue time plus the class's max age.
 """
@@ -30,6 +30,7 @@ __all__ = [
     "DEFAULT_TENANT",
     "MAX_TENANT_LABEL",
     "OVERFLOW_TENANT",
+    "TENANT_IDLE_SECONDS",
     "Classifier",
     "TenantRegistry",
     "estimate_log_bytes",
@@ -39,6 +40,10 @@ __all__ = [
 DEFAULT_TENANT = "default"
 OVERFLOW_TENANT = "__overflow__"
 MAX_TENANT_LABEL = 128
+# A tracked tenant unseen this long, with nothing queued, may give its place to a newcomer.  Shorter
+# would churn labels (a sub-queue, a fair-share flow and a stats row per value) when the attribute
+# holds a user or request id; the tail of such values shares the overflow tenant instead.
+TENANT_IDLE_SECONDS = 30.0
 
 
 class TenantRegistry:
@@ -46,14 +51,22 @@ class TenantRegistry:
 
     Guarantees: at most ``cap`` distinct labels besides :data:`OVERFLOW_TENANT` and
     :data:`DEFAULT_TENANT` are live at once; when full, the least recently seen
-    tenant is retired if it has nothing queued, else the newcomer goes to the
-    overflow tenant.  Memory is O(cap) whatever the input.
+    tenant is retired if it has nothing queued and was last seen ``idle_seconds``
+    or more before ``now``, else the newcomer goes to the overflow tenant.  Memory
+    is O(cap) whatever the input, and so is the number of labels created per
+    ``idle_seconds``.
+
+    ``now`` (monotonic seconds) is set by the owner before labelling a chunk of items.
     """
 
-    def __init__(self, cap: int, is_idle: Callable[[str], bool]) -> None:
+    def __init__(
+        self, cap: int, is_idle: Callable[[str], bool], idle_seconds: float = TENANT_IDLE_SECONDS
+    ) -> None:
         self._cap = cap
         self._is_idle = is_idle
-        self._lru: OrderedDict[str, None] = OrderedDict()
+        self._idle_seconds = idle_seconds
+        self._lru: OrderedDict[str, float] = OrderedDict()  # label -> when last seen
+        self.now = 0.0
         self.overflowed = 0  # items mapped to the overflow tenant
         self.retired = 0  # idle tenants forgotten to make room
 
@@ -63,16 +76,17 @@ class TenantRegistry:
             key = key[:MAX_TENANT_LABEL]
         lru = self._lru
         if key in lru:
+            lru[key] = self.now
             lru.move_to_end(key)
             return key
         if len(lru) >= self._cap:
-            oldest = next(iter(lru))
-            if not self._is_idle(oldest):
+            oldest, seen = next(iter(lru.items()))
+            if self.now - seen < self._idle_seconds or not self._is_idle(oldest):
                 self.overflowed += 1
                 return OVERFLOW_TENANT
             del lru[oldest]
             self.retired += 1
-        lru[key] = None
+        lru[key] = self.now
         return key
 
     def __len__(self) -> int:

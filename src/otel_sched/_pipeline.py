@@ -230,7 +230,12 @@ class Pipeline:
             quantum=cfg.fair_quantum_bytes,
             predict_seconds=self.cost_model.item_seconds,
         )
-        self.queues = QueueSet(self._weight_of, self.policy.activate, cost_buckets=self.policy.cost_buckets)
+        self.queues = QueueSet(
+            self._weight_of,
+            self.policy.activate,
+            cost_buckets=self.policy.cost_buckets,
+            on_compact=self.policy.compact,
+        )
         self.admission = Admission(cfg.max_queue_size, cfg.max_queue_bytes, self._weight_of)
         self.former = BatchFormer(
             cfg.max_export_batch_size, cfg.max_export_batch_bytes, cfg.schedule_delay_millis / 1000.0
@@ -695,6 +700,7 @@ class Pipeline:
         same call) and admit them with the consecutive arrivals of their class and tenant, as
         runs (``Admission.admit_runs``)."""
         intake = self._intake
+        self.tenants.now = now
         classify = self._classify_item
         prepare = self._prepare
         max_item = self._max_item
