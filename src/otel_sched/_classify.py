@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import Span as _SdkSpan
 from opentelemetry.trace import SpanContext
 
 from ._boost import _MARKED
@@ -40,6 +41,7 @@ __all__ = [
 DEFAULT_TENANT = "default"
 OVERFLOW_TENANT = "__overflow__"
 MAX_TENANT_LABEL = 128
+_SDK_SPANS = frozenset({ReadableSpan, _SdkSpan, *_SdkSpan.__subclasses__()})  # what their tracers end
 # A tracked tenant unseen this long, with nothing queued, may give its place to a newcomer.  Shorter
 # would churn labels (a sub-queue, a fair-share flow and a stats row per value) when the attribute
 # holds a user or request id; the tail of such values shares the overflow tenant instead.
@@ -132,19 +134,40 @@ def _attributes_bytes(attributes: Mapping[str, Any] | None) -> int:
         t = type(value)
         if t is str:
             total += len(key) + len(value) + 10
+        elif t is int or t is float or t is bool:
+            total += len(key) + 17
         else:
             total += len(key) + 6 + _value_bytes(value)
     return total
 
 
 def estimate_span_bytes(span: Any) -> int:
-    """Predicted OTLP size of one span message (ids, times, name, attributes, events, links)."""
-    total = 64 + len(span.name or "") + _attributes_bytes(span.attributes)
-    for event in span.events or ():
-        total += 16 + len(event.name or "") + _attributes_bytes(event.attributes)
-    for link in span.links or ():
-        total += 40 + _attributes_bytes(link.attributes)
-    description = span.status.description if span.status is not None else None
+    """Predicted OTLP size of one span message (ids, times, name, attributes, events, links).
+
+    On the SDK's own span classes the fields are read directly: the public properties copy
+    the events and links into tuples and wrap the attributes, under a lock each -- more than
+    the rest of the scheduler's work on an item.
+    """
+    if span.__class__ in _SDK_SPANS:
+        name, attributes, events, links, status = (
+            span._name,
+            span._attributes,
+            span._events,
+            span._links,
+            span._status,
+        )
+        # BoundedAttributes: its plain dict (iterating the mapping takes a lock and a lookup per key).
+        attributes = getattr(attributes, "_dict", attributes)
+    else:
+        name, attributes, events, links, status = span.name, span.attributes, span.events, span.links, span.status
+    total = 64 + len(name or "") + _attributes_bytes(attributes)
+    if events:
+        for event in events:
+            total += 16 + len(event.name or "") + _attributes_bytes(event.attributes)
+    if links:
+        for link in links:
+            total += 40 + _attributes_bytes(link.attributes)
+    description = status.description if status is not None else None
     if description:
         total += len(description) + 4
     return total

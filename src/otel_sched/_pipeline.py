@@ -903,11 +903,30 @@ class Pipeline:
             and (not turns or not self._contended or coordinator().may_send(self, self._turn_allowance))
         )
 
+    def _may_queue_ahead(self, now: float) -> bool:
+        """Every lane busy, a full batch queued, the exporter keeping up: one more batch may wait
+        behind each running one.  The lane goes on to it in its own turn on the GIL instead of
+        a round trip through the scheduler's (a producer that never blocks hands the GIL on only
+        every ``sys.getswitchinterval()``), so a fast exporter drains two batches per round trip.
+        The early decision costs a HIGH item arriving meanwhile at most one batch of waiting."""
+        in_flight = self._jobs_in_flight
+        lanes = min(self.pool.live_lanes(), self._lane_cap, self.controller.limit)
+        return (
+            0 < in_flight < 2 * lanes
+            and self.queues.count >= self.former.max_items
+            and not self._retries
+            and not self._hung
+            and not self._contended
+            and self.modes.mode is Mode.NORMAL
+            and now >= self.controller.paused_until
+            and self.router.pick(now) is not None
+        )
+
     def _dispatch(self, now: float) -> None:
         flushing = bool(self._pending)
         while True:
             # Left by a break below with True: nothing was submitted since, so it still holds.
-            may = self._may_dispatch(now)
+            may = self._may_dispatch(now) or self._may_queue_ahead(now)
             if not may:
                 break
             if self._retries:

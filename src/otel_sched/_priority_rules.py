@@ -81,6 +81,7 @@ from typing import Any, TypeAlias
 
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import Span as _SdkSpan
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from otel_sched._task import PriorityClass, Signal
@@ -738,12 +739,14 @@ def _text_predicate(
 
 
 _status_code_of = attrgetter("status.status_code")
+# What the SDK's tracers end (its Span subclass), and ReadableSpan itself.
+_SDK_SPANS = frozenset({ReadableSpan, _SdkSpan, *_SdkSpan.__subclasses__()})
 
 
 def _span_status_code(item: Any) -> Any:
     # ReadableSpan.status and Status.status_code are properties returning a field: for the exact
     # SDK classes (the usual case) the fields are read directly, as the encoder does.
-    if item.__class__ is ReadableSpan:
+    if item.__class__ in _SDK_SPANS:
         status = item._status
         if status.__class__ is Status:
             return status._status_code
