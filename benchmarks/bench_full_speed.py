@@ -44,7 +44,9 @@ def run(kind: str, spans: int) -> dict[str, Any]:
     cpu0 = time.process_time()
     t0 = time.perf_counter()
     for i in range(spans):
-        with tracer.start_as_current_span("GET /api/orders", attributes={"http.route": "/api/orders", "n": i}):
+        with tracer.start_as_current_span(
+            "GET /api/orders", attributes={"http.route": "/api/orders", "n": i}
+        ):
             pass
     loop = time.perf_counter() - t0
     processor.force_flush(60_000)
@@ -78,10 +80,11 @@ def main(argv: list[str] | None = None) -> int:
         order = (c.STOCK, c.OURS) if r % 2 == 0 else (c.OURS, c.STOCK)  # neither always goes first
         pair = {kind: run(kind, spans) for kind in order}
         runs.extend(pair.values())
+        stock, ours = pair[c.STOCK], pair[c.OURS]
         print(
-            f"  round {r + 1}: stock {pair[c.STOCK]['loop_s']:.2f} s, otel-sched {pair[c.OURS]['loop_s']:.2f} s "
-            f"({pair[c.OURS]['loop_s'] / pair[c.STOCK]['loop_s']:.2f}x), lost stock "
-            f"{pair[c.STOCK]['lost']:,} / otel-sched {pair[c.OURS]['lost']:,} {pair[c.OURS]['dropped'] or ''}"
+            f"  round {r + 1}: stock {stock['loop_s']:.2f} s, otel-sched {ours['loop_s']:.2f} s "
+            f"({ours['loop_s'] / stock['loop_s']:.2f}x), lost stock {stock['lost']:,} / otel-sched "
+            f"{ours['lost']:,} {ours['dropped'] or ''}"
         )
         sys.stdout.flush()
     stock = [x for x in runs if x["kind"] == c.STOCK]

@@ -159,7 +159,13 @@ def estimate_span_bytes(span: Any) -> int:
         # BoundedAttributes: its plain dict (iterating the mapping takes a lock and a lookup per key).
         attributes = getattr(attributes, "_dict", attributes)
     else:
-        name, attributes, events, links, status = span.name, span.attributes, span.events, span.links, span.status
+        name, attributes, events, links, status = (
+            span.name,
+            span.attributes,
+            span.events,
+            span.links,
+            span.status,
+        )
     total = 64 + len(name or "") + _attributes_bytes(attributes)
     if events:
         for event in events:
