@@ -41,7 +41,9 @@ __all__ = [
 DEFAULT_TENANT = "default"
 OVERFLOW_TENANT = "__overflow__"
 MAX_TENANT_LABEL = 128
-_SDK_SPANS = frozenset({ReadableSpan, _SdkSpan, *_SdkSpan.__subclasses__()})  # what their tracers end
+_SDK_SPANS: frozenset[type[Any]] = frozenset(
+    {ReadableSpan, _SdkSpan, *_SdkSpan.__subclasses__()}
+)  # what their tracers end
 # A tracked tenant unseen this long, with nothing queued, may give its place to a newcomer.  Shorter
 # would churn labels (a sub-queue, a fair-share flow and a stats row per value) when the attribute
 # holds a user or request id; the tail of such values shares the overflow tenant instead.

@@ -740,7 +740,7 @@ def _text_predicate(
 
 _status_code_of = attrgetter("status.status_code")
 # What the SDK's tracers end (its Span subclass), and ReadableSpan itself.
-_SDK_SPANS = frozenset({ReadableSpan, _SdkSpan, *_SdkSpan.__subclasses__()})
+_SDK_SPANS: frozenset[type[Any]] = frozenset({ReadableSpan, _SdkSpan, *_SdkSpan.__subclasses__()})
 
 
 def _span_status_code(item: Any) -> Any:
