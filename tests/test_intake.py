@@ -78,18 +78,18 @@ SIGNALS: dict[str, tuple[Callable[..., Any], Callable[[int, bool], list[Any]], A
 
 
 def _held_scheduler(processor: Any) -> tuple[threading.Event, threading.Event]:
-    """Make the scheduler block on the next item it prepares, until ``release`` is set."""
+    """Make the scheduler block on the next item it classifies, until ``release`` is set."""
     pipeline = processor._pipeline
-    prepare = pipeline._prepare
+    classify = pipeline._classify_item
     entered, release = threading.Event(), threading.Event()
 
-    def blocking(item: Any) -> Any:
+    def blocking(item: Any, now: float) -> Any:
         if not release.is_set():
             entered.set()
             release.wait(30)
-        return prepare(item)
+        return classify(item, now)
 
-    pipeline._prepare = blocking
+    pipeline._classify_item = blocking
     return entered, release
 
 

@@ -77,6 +77,9 @@ _MIN_INTAKE = 2048
 _MAX_ATTEMPTS = 6  # transient failures on the pre-encoded path: tries per batch, as the stock exporters
 _LIVE_PER_REPLAY = 3  # with a live backlog, one spooled batch is replayed per this many live batches
 _MIN_PRIORITY = {MemoryLevel.NORMAL: 0, MemoryLevel.SOFT: 1, MemoryLevel.HARD: 2}
+# Batches that may wait behind each busy lane while exports are instant (see _may_queue_ahead).
+_INSTANT = 0.002
+_AHEAD_INSTANT = 4
 _TUNE_EVERY = 8  # successful exports between self-tuning decisions
 _TASK_OVERHEAD = 256  # a Task, its bytes object's header and its queue slot
 _RAW_OVERHEAD = {Signal.TRACES: 3072, Signal.LOGS: 1024}  # an SDK span / log record around its payload
@@ -224,9 +227,8 @@ class Pipeline:
         self._meter_provider = meter_provider
         self._metrics_enabled = metrics_enabled
         self._priority_of = compile_rules(config.priority_rules, config.signal.value)
-        self._prepare: Callable[[Any], Any] = (
-            (lambda item: item) if config.signal is Signal.TRACES else _readable_log
-        )
+        # Logs are converted as the stock processor does; spans go as they are (no call per item).
+        self._prepare: Callable[[Any], Any] | None = None if config.signal is Signal.TRACES else _readable_log
         self._urgent: Callable[[Any], bool] = _error_span if config.signal is Signal.TRACES else _error_log
         # Unclassified items waiting for the scheduler.  The GIL lets an application thread run ~5 ms
         # between scheduler slices (hundreds of spans), so the intake must absorb such a burst.
@@ -294,6 +296,7 @@ class Pipeline:
         self._intake_batch = _intake_batch()
         self._dispatchable = False  # the last dispatch could have started a job
         self._in_flight = 0  # items in jobs that were submitted and have not completed or timed out
+        self._export_seconds = math.inf  # moving average of successful export calls (_may_queue_ahead)
         self._jobs_in_flight = 0
         self._retries: deque[Job] = deque()
         self._hung: set[Lane] = set()  # timed out, no replacement possible: wait for the call to return
@@ -324,7 +327,7 @@ class Pipeline:
         prefix = f"otel-sched-{cfg.signal.value}"
         self._build_pool(prefix)
         # Resolved once per build (after fork too): the per-item loop has no fast-path branch.
-        self._classify_item: Callable[[Any, float], Task] = self.classifier.classify
+        self._classify_item: Callable[[Any, float], Task] = self.classifier.classifier()
         self._max_item = 1 << 62  # a predicted size: admission bounds it by max_queue_bytes
         if self._fast:
             self.classifier.use_exact_cost()
@@ -766,7 +769,7 @@ class Pipeline:
                 depth, raw = raw.depth, raw.item
             item = None
             try:
-                item = prepare(raw)
+                item = raw if prepare is None else prepare(raw)
                 task = classify(item, now)
             except EncodingError as exc:
                 self._encode_failed_item(item, now, exc)
@@ -952,15 +955,20 @@ class Pipeline:
         )
 
     def _may_queue_ahead(self, now: float) -> bool:
-        """Every lane busy, a full batch queued, the exporter keeping up: one more batch may wait
-        behind each running one.  The lane goes on to it in its own turn on the GIL instead of
-        a round trip through the scheduler's (a producer that never blocks hands the GIL on only
-        every ``sys.getswitchinterval()``), so a fast exporter drains two batches per round trip.
-        The early decision costs a HIGH item arriving meanwhile at most one batch of waiting."""
+        """Every lane busy, a full batch queued, the exporter keeping up: formed batches may wait
+        behind the running ones.  A lane goes on to them in its own turn on the GIL instead of a
+        round trip through the scheduler's (a producer that never blocks hands the GIL on only
+        every ``sys.getswitchinterval()``), as the stock processor's worker drains its whole queue.
+
+        One batch per lane may wait; while the last exports took less than :data:`_INSTANT`
+        each, up to :data:`_AHEAD_INSTANT` per lane.  The early decision costs an item arriving
+        meanwhile (a HIGH one too) at most that many batches of waiting, which is nothing at
+        that speed; with a slower exporter the policy keeps its choice until a lane is free."""
         in_flight = self._jobs_in_flight
         lanes = min(self.pool.live_lanes(), self._lane_cap, self.controller.limit)
+        depth = _AHEAD_INSTANT if self._export_seconds < _INSTANT else 1
         return (
-            0 < in_flight < 2 * lanes
+            0 < in_flight < (1 + depth) * lanes
             and self.queues.count >= self.former.max_items
             and not self._retries
             and not self._hung
@@ -1100,6 +1108,7 @@ class Pipeline:
         batch = job.batch
         if outcome is Outcome.SUCCESS:
             stats.record_export(job.runs)
+            self._export_seconds = 0.75 * self._export_seconds + 0.25 * seconds
             self.cost_model.observe(sum(run[3] for run in job.runs), len(batch), seconds)
             self._tune()
             if self.metrics.enabled:
