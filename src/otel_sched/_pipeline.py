@@ -960,15 +960,16 @@ class Pipeline:
         round trip through the scheduler's (a producer that never blocks hands the GIL on only
         every ``sys.getswitchinterval()``), as the stock processor's worker drains its whole queue.
 
-        One batch per lane may wait; while the last exports took less than :data:`_INSTANT`
-        each, up to :data:`_AHEAD_INSTANT` per lane.  The early decision costs an item arriving
-        meanwhile (a HIGH one too) at most that many batches of waiting, which is nothing at
-        that speed; with a slower exporter the policy keeps its choice until a lane is free."""
+        Only while the recent exports all succeeded in under :data:`_INSTANT` each (moving
+        average), and at most :data:`_AHEAD_INSTANT` batches per lane: the early decision then
+        costs an item arriving meanwhile (a HIGH one too) a few milliseconds at most.  With a
+        slower or failing exporter the policy keeps every choice until a lane is free."""
+        if self._export_seconds >= _INSTANT:
+            return False
         in_flight = self._jobs_in_flight
         lanes = min(self.pool.live_lanes(), self._lane_cap, self.controller.limit)
-        depth = _AHEAD_INSTANT if self._export_seconds < _INSTANT else 1
         return (
-            0 < in_flight < (1 + depth) * lanes
+            0 < in_flight < (1 + _AHEAD_INSTANT) * lanes
             and self.queues.count >= self.former.max_items
             and not self._retries
             and not self._hung
@@ -1058,6 +1059,8 @@ class Pipeline:
                 continue
             self._jobs_in_flight -= 1
             ok = outcome is Outcome.SUCCESS
+            if not ok:
+                self._export_seconds = math.inf  # no batch waits ahead for a failing exporter
             detail = job.detail
             retry_after = detail.retry_after if detail is not None and not ok else None
             self.router.record(job.endpoint, now, ok, seconds, open_for=retry_after)
@@ -1108,7 +1111,8 @@ class Pipeline:
         batch = job.batch
         if outcome is Outcome.SUCCESS:
             stats.record_export(job.runs)
-            self._export_seconds = 0.75 * self._export_seconds + 0.25 * seconds
+            last = self._export_seconds
+            self._export_seconds = seconds if last == math.inf else 0.75 * last + 0.25 * seconds
             self.cost_model.observe(sum(run[3] for run in job.runs), len(batch), seconds)
             self._tune()
             if self.metrics.enabled:
@@ -1132,6 +1136,7 @@ class Pipeline:
             if job.timed_out or now - job.started_at <= self._timeout:
                 continue
             job.timed_out = True
+            self._export_seconds = math.inf
             lane = job.lane
             assert lane is not None
             self._jobs_in_flight -= 1
