@@ -273,7 +273,7 @@ class Classifier:
         marked_traces = _MARKED  # mutated in place, never rebound
 
         def classify(item: Any, now: float) -> Task:
-            priority = int(priority_of(item))
+            priority = priority_of(item)  # an int: PriorityClassifier.function()
             trace_id = trace_id_of(item)
             if trace_id and marked_traces:
                 marked = marked_traces.get(trace_id)
