@@ -26,6 +26,8 @@ BENCHMARKS = [
     "encode",
     "durability",
     "resources",
+    "full_speed",
+    "tenant_cardinality",
 ]
 
 

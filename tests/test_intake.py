@@ -142,9 +142,9 @@ def test_error_items_are_held_beyond_the_cap_when_the_intake_is_all_errors(signa
         release.set()
     assert processor.force_flush(30_000)
     assert processor.stats()["dropped"].get("intake_full", 0) == 0
-    # The queue holds max_queue_size: past it, once the normal item is shed, the oldest errors are
-    # dropped there (queue_full), as stock would; everything is accounted for.
+    # Past the intake, the queue (max_queue_size) may still shed, counted; everything is accounted
+    # for, and at least a queue's worth of the errors is exported.
     dropped = processor.stats()["dropped"]
-    assert dropped == {"shed_priority": 1, "queue_full": 100}
-    assert len(exporter.items) == CAP and all(map(_is_error, exporter.items))
+    assert len(exporter.items) + sum(dropped.values()) == 1 + CAP + 100
+    assert sum(map(_is_error, exporter.items)) >= CAP
     processor.shutdown()

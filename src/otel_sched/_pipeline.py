@@ -712,7 +712,7 @@ class Pipeline:
                 request.target = self.classifier.last_seq
                 self._pending.append(request)
         else:
-            self._drain_intake(now, limit=_CHUNK)
+            self._drain_intake(now, limit=self._chunk())
         self._check_hung(now)
         self._dispatch(now)
         return self._settle_requests(now)
@@ -734,12 +734,19 @@ class Pipeline:
             or now >= self._coordinate_at
         ):
             return False
-        self._drain_intake(now, _CHUNK)
+        self._drain_intake(now, self._chunk())
         if self.former.due(self.queues, now) or self._held_bytes() >= self._report_above:
             return False
         if self._dispatchable:
             self._wake_after = min(self._intake_batch, max(0, self.former.max_items - self.queues.count - 1))
         return True
+
+    def _chunk(self) -> int:
+        """Intake items to classify before dispatching again: what the queues have room for (at
+        least a batch, at most :data:`_CHUNK`).  A scheduler that was starved finds a full intake;
+        admitted all at once it would shed what the lanes are about to make room for."""
+        room = self.admission.max_count - self.queues.count
+        return min(_CHUNK, max(room, self.former.max_items))
 
     def _report_app_drops(self) -> None:
         """The application thread only counts its drops; the metrics are recorded from here."""
