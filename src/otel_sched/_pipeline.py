@@ -1228,6 +1228,19 @@ class Pipeline:
             job = self._retries.popleft()
             self._in_flight -= len(job.batch)
             leftovers.extend((t, "shutdown_timeout") for t in job.batch)
+        pool = self.pool
+        with pool.cond:  # batches formed ahead that no lane has taken (behind a hung call): take them back
+            waiting = [job for lane in pool.lanes for job in lane.jobs]
+            for lane in pool.lanes:
+                lane.jobs.clear()
+        for job in waiting:
+            self._jobs_in_flight -= 1
+            self.router.finished(job.routed)
+            if job.spooled is not None:
+                self._finish_replay(job, False)  # stays in the spool
+            else:
+                self._in_flight -= len(job.batch)
+                leftovers.extend((t, "shutdown_timeout") for t in job.batch)
         if leftovers:
             _logger.warning(
                 "otel-sched: shutdown timed out with %d items queued; they are dropped", len(leftovers)
