@@ -28,6 +28,8 @@ BENCHMARKS = [
     "resources",
     "exit",
     "memory_budget",
+    "full_speed",
+    "tenant_cardinality",
 ]
 
 

@@ -30,7 +30,12 @@ class Rig:
         self.policy: Policy = make_policy(
             policy, aging_seconds=aging, quantum=quantum, predict_seconds=predict
         )
-        self.queues = QueueSet(self.weight_of, self.policy.activate, cost_buckets=self.policy.cost_buckets)
+        self.queues = QueueSet(
+            self.weight_of,
+            self.policy.activate,
+            cost_buckets=self.policy.cost_buckets,
+            on_compact=self.policy.compact,
+        )
         self.admission = Admission(max_count, max_bytes, self.weight_of)
         self.seq = 0
         self.now = 0.0

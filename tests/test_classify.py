@@ -101,12 +101,17 @@ def test_a_million_distinct_tenants_keep_memory_bounded_and_overflow_is_counted(
 
 
 def test_idle_tenants_are_retired_to_make_room() -> None:
-    registry = TenantRegistry(2, lambda t: t == "idle")
+    registry = TenantRegistry(2, lambda t: t in ("idle", "new"), idle_seconds=10.0)
     registry.label("idle")
     registry.label("busy")
+    registry.now = 9.0
+    assert registry.label("new") == OVERFLOW_TENANT  # nothing queued, but seen too recently: no churn
+    registry.now = 10.0
     assert registry.label("new") == "new"
     assert registry.retired == 1
-    assert registry.label("another") == OVERFLOW_TENANT  # "busy" has work queued, "new" is not idle
+    registry.now = 100.0
+    assert registry.label("another") == OVERFLOW_TENANT  # "busy" has work queued, "new" was seen later
+    assert registry.overflowed == 2
 
 
 def test_size_estimate_grows_with_content_and_stays_positive() -> None:

@@ -157,18 +157,29 @@ class Admission:
         """:meth:`admit` each task of ``runs`` in order; a run is consecutive arrivals of one class
         and tenant.  Returns what was dropped.
 
-        Below the half-full mark (with the run in), where :meth:`admit` can neither drop, shed nor
-        start tracking, each run is pushed and accounted at once: the same queues, order and drops.
+        Below the pressure mark (with the runs in), where :meth:`admit` can neither drop nor shed,
+        each run is pushed and accounted at once: the same queues, order and drops.
         """
         sizes = [sum(map(_cost_of, run)) for run in runs]
-        if (
-            queues.count + sum(map(len, runs)) < self._track_count
-            and queues.nbytes + sum(sizes) < self._track_bytes
-        ):
-            self._tracking = False
+        count, nbytes = queues.count + sum(map(len, runs)), queues.nbytes + sum(sizes)
+        if count < self._pressure_count and nbytes < self._pressure_bytes:
+            # Nothing can be dropped (no bound reached, no trace shed below the pressure mark):
+            # push each run at once; who is heaviest is updated per run, not per task.
             push_run = queues.push_run
-            for run, nbytes in zip(runs, sizes, strict=True):
-                push_run(run, nbytes)
+            for run, size in zip(runs, sizes, strict=True):
+                push_run(run, size)
+            if count < self._track_count and nbytes < self._track_bytes:
+                self._tracking = False
+            elif not self._tracking:
+                self._tracking = True
+                for c, heaviest in enumerate(self._heaviest):
+                    heaviest.reset(queues.usage[c], self._weight_of)
+            else:
+                weight_of = self._weight_of
+                for run in runs:
+                    first = run[0]
+                    c, tenant = first.priority, first.tenant
+                    self._heaviest[c].grew(tenant, queues.usage[c].get(tenant, 0) / weight_of(tenant))
             return []
         drops: list[Drop] = []
         admit = self.admit

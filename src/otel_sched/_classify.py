@@ -9,8 +9,9 @@ item is a handful of calls with no configuration branches.
   or severity >= ERROR is HIGH, everything else NORMAL;
 * tenant -- the first ``tenant_key`` source that names one (an attribute of the item, else of
   its resource; or a baggage entry), else the nearest in-process ancestor span's (see
-  ``_tenancy``); at most ``max_tenants`` distinct tenants are tracked, idle ones are retired
-  first, and the rest share :data:`OVERFLOW_TENANT` (counted);
+  ``_tenancy``); at most ``max_tenants`` distinct tenants are tracked, one idle for
+  :data:`TENANT_IDLE_SECONDS` is retired to make room, and the rest share
+  :data:`OVERFLOW_TENANT` (counted);
 * cost -- the item's predicted encoded size in bytes (an estimate from its fields);
 * deadline -- enqueue time plus the class's max age.
 """
@@ -24,7 +25,7 @@ from typing import Any
 from opentelemetry.trace import SpanContext
 
 from ._boost import _MARKED, mark_trace
-from ._sdk_fields import FAST_SPAN
+from ._sdk_fields import FAST_SPAN, FAST_SPANS
 from ._task import PriorityClass, Signal, Task
 from ._tenancy import TenantResolver, parse_tenant_sources
 
@@ -32,6 +33,7 @@ __all__ = [
     "DEFAULT_TENANT",
     "MAX_TENANT_LABEL",
     "OVERFLOW_TENANT",
+    "TENANT_IDLE_SECONDS",
     "Classifier",
     "TenantRegistry",
     "estimate_log_bytes",
@@ -41,6 +43,10 @@ __all__ = [
 DEFAULT_TENANT = "default"
 OVERFLOW_TENANT = "__overflow__"
 MAX_TENANT_LABEL = 128
+# A tracked tenant unseen this long, with nothing queued, may give its place to a newcomer.  Shorter
+# would churn labels (a sub-queue, a fair-share flow and a stats row per value) when the attribute
+# holds a user or request id; the tail of such values shares the overflow tenant instead.
+TENANT_IDLE_SECONDS = 30.0
 
 
 class TenantRegistry:
@@ -48,14 +54,22 @@ class TenantRegistry:
 
     Guarantees: at most ``cap`` distinct labels besides :data:`OVERFLOW_TENANT` and
     :data:`DEFAULT_TENANT` are live at once; when full, the least recently seen
-    tenant is retired if it has nothing queued, else the newcomer goes to the
-    overflow tenant.  Memory is O(cap) whatever the input.
+    tenant is retired if it has nothing queued and was last seen ``idle_seconds``
+    or more before ``now``, else the newcomer goes to the overflow tenant.  Memory
+    is O(cap) whatever the input, and so is the number of labels created per
+    ``idle_seconds``.
+
+    ``now`` (monotonic seconds) is set by the owner before labelling a chunk of items.
     """
 
-    def __init__(self, cap: int, is_idle: Callable[[str], bool]) -> None:
+    def __init__(
+        self, cap: int, is_idle: Callable[[str], bool], idle_seconds: float = TENANT_IDLE_SECONDS
+    ) -> None:
         self._cap = cap
         self._is_idle = is_idle
-        self._lru: OrderedDict[str, None] = OrderedDict()
+        self._idle_seconds = idle_seconds
+        self._lru: OrderedDict[str, float] = OrderedDict()  # label -> when last seen
+        self.now = 0.0
         self.overflowed = 0  # items mapped to the overflow tenant
         self.retired = 0  # idle tenants forgotten to make room
 
@@ -65,16 +79,17 @@ class TenantRegistry:
             key = key[:MAX_TENANT_LABEL]
         lru = self._lru
         if key in lru:
+            lru[key] = self.now
             lru.move_to_end(key)
             return key
         if len(lru) >= self._cap:
-            oldest = next(iter(lru))
-            if not self._is_idle(oldest):
+            oldest, seen = next(iter(lru.items()))
+            if self.now - seen < self._idle_seconds or not self._is_idle(oldest):
                 self.overflowed += 1
                 return OVERFLOW_TENANT
             del lru[oldest]
             self.retired += 1
-        lru[key] = None
+        lru[key] = self.now
         return key
 
     def __len__(self) -> int:
@@ -120,19 +135,46 @@ def _attributes_bytes(attributes: Mapping[str, Any] | None) -> int:
         t = type(value)
         if t is str:
             total += len(key) + len(value) + 10
+        elif t is int or t is float or t is bool:
+            total += len(key) + 17
         else:
             total += len(key) + 6 + _value_bytes(value)
     return total
 
 
 def estimate_span_bytes(span: Any) -> int:
-    """Predicted OTLP size of one span message (ids, times, name, attributes, events, links)."""
-    total = 64 + len(span.name or "") + _attributes_bytes(span.attributes)
-    for event in span.events or ():
-        total += 16 + len(event.name or "") + _attributes_bytes(event.attributes)
-    for link in span.links or ():
-        total += 40 + _attributes_bytes(link.attributes)
-    description = span.status.description if span.status is not None else None
+    """Predicted OTLP size of one span message (ids, times, name, attributes, events, links).
+
+    On the SDK's own span classes the fields are read directly: the public properties copy
+    the events and links into tuples and wrap the attributes, under a lock each -- more than
+    the rest of the scheduler's work on an item.
+    """
+    if span.__class__ in FAST_SPANS:
+        name, attributes, events, links, status = (
+            span._name,
+            span._attributes,
+            span._events,
+            span._links,
+            span._status,
+        )
+        # BoundedAttributes: its plain dict (iterating the mapping takes a lock and a lookup per key).
+        attributes = getattr(attributes, "_dict", attributes)
+    else:
+        name, attributes, events, links, status = (
+            span.name,
+            span.attributes,
+            span.events,
+            span.links,
+            span.status,
+        )
+    total = 64 + len(name or "") + _attributes_bytes(attributes)
+    if events:
+        for event in events:
+            total += 16 + len(event.name or "") + _attributes_bytes(event.attributes)
+    if links:
+        for link in links:
+            total += 40 + _attributes_bytes(link.attributes)
+    description = status.description if status is not None else None
     if description:
         total += len(description) + 4
     return total
@@ -225,6 +267,35 @@ class Classifier:
             now + self._max_age[priority],
             self._seq,
         )
+
+    def classifier(self) -> Callable[[Any, float], Task]:
+        """:meth:`classify` as a closure over its collaborators (the per-item call the scheduler
+        makes off the pre-encoded path): the same tasks, without an attribute lookup per field."""
+        priority_of, trace_id_of, tenant_of = self._priority_of, self._trace_id, self._tenant_of
+        estimate, max_age = self._estimate, self._max_age
+        marked_traces = _MARKED  # mutated in place, never rebound
+
+        def classify(item: Any, now: float) -> Task:
+            priority = priority_of(item)  # an int: PriorityClassifier.function()
+            trace_id = trace_id_of(item)
+            if trace_id and marked_traces:
+                marked = marked_traces.get(trace_id)
+                if marked is not None and marked > priority:
+                    priority = marked
+            self._seq = seq = self._seq + 1
+            cost = estimate(item)
+            return Task(
+                item,
+                priority,
+                tenant_of(item),
+                cost if cost > 0 else 1,
+                trace_id,
+                now,
+                now + max_age[priority],
+                seq,
+            )
+
+        return classify
 
     def encoding_classifier(
         self, encode: Callable[[Any], bytes], envelopes: Callable[[Any], Any]

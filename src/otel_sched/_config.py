@@ -300,7 +300,9 @@ OPTIONS: Final[tuple[Option[Any], ...]] = (
         "OTEL_PYTHON_SCHED_MAX_TENANTS",
         1000,
         _int(1),
-        "Most distinct tenants tracked; further tenants share the __overflow__ tenant (counted).",
+        "Most distinct tenants tracked (each its own queues and fair share); further values, and values "
+        "while no tracked tenant has been idle for 30 s, share the __overflow__ tenant (counted): one fair "
+        "share between them.  See docs/configuration.md#tenants.",
     ),
     Option(
         "tenant_weights",

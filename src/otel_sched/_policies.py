@@ -66,6 +66,10 @@ class Policy(ABC):
     def served(self, sq: SubQueue, task: Task, now: float) -> None:  # noqa: B027 - optional hook
         """``task`` was taken from the head of ``sq``."""
 
+    @abstractmethod
+    def compact(self) -> None:
+        """Let go of every empty sub-queue (unlink it), so the QueueSet can forget it.  O(held)."""
+
     def run_limit(self, sq: SubQueue, now: float, room: int) -> tuple[int, float]:
         """How much of ``sq``, just returned by :meth:`select`, may leave in a row.
 
@@ -119,6 +123,17 @@ class _HeadHeap:
                 continue
             return sq
         return None
+
+    def compact(self) -> None:
+        live = []
+        for entry in self._heap:
+            if entry[2].tasks:
+                live.append(entry)
+            else:
+                entry[2].linked = False
+        if len(live) != len(self._heap):
+            heapq.heapify(live)  # stale heads stay stale: peek repairs them as before
+            self._heap = live
 
     def run_limit(self, sq: SubQueue, room: int) -> int:
         """Head tasks of ``sq`` (the root, just peeked) that would stay the root one after another.
@@ -215,6 +230,23 @@ class _DeficitRoundRobin:
             ring.rotate(-1)
         return None
 
+    def compact(self) -> None:
+        """Drop empty flows from the ring and empty parts from the flows that stay."""
+        ring: deque[_Flow] = deque()
+        for flow in self._ring:
+            parts = flow.parts
+            for c, part in enumerate(parts):
+                if part is not None and not part.tasks:
+                    part.linked = False
+                    parts[c] = None
+            if any(parts):
+                ring.append(flow)
+            else:
+                flow.linked = False
+                flow.deficit = 0.0
+                flow.turn = False
+        self._ring = ring
+
     @staticmethod
     def charge(flow: _Flow, cost: int) -> None:
         flow.deficit -= cost
@@ -293,6 +325,9 @@ class FifoPolicy(Policy):
     def select(self, now: float) -> SubQueue | None:
         return self._heap.peek()
 
+    def compact(self) -> None:
+        self._heap.compact()
+
     def run_limit(self, sq: SubQueue, now: float, room: int) -> tuple[int, float]:
         return self._heap.run_limit(sq, room), math.inf
 
@@ -310,6 +345,9 @@ class DeadlinePolicy(Policy):
 
     def select(self, now: float) -> SubQueue | None:
         return self._heap.peek()
+
+    def compact(self) -> None:
+        self._heap.compact()
 
     def run_limit(self, sq: SubQueue, now: float, room: int) -> tuple[int, float]:
         return self._heap.run_limit(sq, room), math.inf
@@ -335,6 +373,9 @@ class PredictivePolicy(Policy):
 
     def select(self, now: float) -> SubQueue | None:
         return self._heap.peek()
+
+    def compact(self) -> None:
+        self._heap.compact()
 
     def run_limit(self, sq: SubQueue, now: float, room: int) -> tuple[int, float]:
         return self._heap.run_limit(sq, room), math.inf
@@ -385,6 +426,10 @@ class PriorityPolicy(_AgedClasses):
     def _within_class(self, sq: SubQueue, room: int) -> tuple[int, float]:
         return self._heaps[sq.priority].run_limit(sq, room), math.inf
 
+    def compact(self) -> None:
+        for heap in self._heaps:
+            heap.compact()
+
     def served_run(self, sq: SubQueue, tasks: list[Task], nbytes: int, now: float) -> None:
         self._aging.served(sq.priority, now)
 
@@ -401,8 +446,6 @@ class FairPolicy(Policy):
     def activate(self, sq: SubQueue) -> None:
         flow = self._flows.get(sq.tenant)
         if flow is None:
-            if len(self._flows) > 4096:  # tenants churn: forget idle flows so the map stays bounded
-                self._flows = {k: f for k, f in self._flows.items() if f.linked}
             flow = self._flows[sq.tenant] = _Flow(sq.weight)
         flow.parts[sq.priority] = sq
         sq.linked = True
@@ -410,6 +453,10 @@ class FairPolicy(Policy):
 
     def select(self, now: float) -> SubQueue | None:
         return self._drr.peek()
+
+    def compact(self) -> None:
+        self._drr.compact()
+        self._flows = {k: f for k, f in self._flows.items() if f.linked}
 
     def served(self, sq: SubQueue, task: Task, now: float) -> None:
         self._drr.charge(self._flows[sq.tenant], task.cost)
@@ -435,8 +482,6 @@ class PriorityFairPolicy(_AgedClasses):
     def activate(self, sq: SubQueue) -> None:
         flow = self._flows.get(sq.key)
         if flow is None:
-            if len(self._flows) > 4096:
-                self._flows = {k: f for k, f in self._flows.items() if f.linked}
             flow = self._flows[sq.key] = _Flow(sq.weight)
         flow.parts[sq.priority] = sq
         sq.linked = True
@@ -453,6 +498,11 @@ class PriorityFairPolicy(_AgedClasses):
     def served_run(self, sq: SubQueue, tasks: list[Task], nbytes: int, now: float) -> None:
         self._aging.served(sq.priority, now)
         self._drr[sq.priority].charge(self._flows[sq.key], nbytes)
+
+    def compact(self) -> None:
+        for drr in self._drr:
+            drr.compact()
+        self._flows = {k: f for k, f in self._flows.items() if f.linked}
 
 
 def make_policy(

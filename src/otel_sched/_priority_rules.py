@@ -83,7 +83,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from otel_sched._task import PriorityClass, Signal
 
-from ._sdk_fields import FAST_ATTRIBUTES, FAST_SPAN
+from ._sdk_fields import FAST_ATTRIBUTES, FAST_SPAN, FAST_SPANS
 
 __all__ = [
     "DEFAULT_RULES",
@@ -742,7 +742,7 @@ _status_code_of = attrgetter("status.status_code")
 def _span_status_code(item: Any) -> Any:
     # ReadableSpan.status and Status.status_code are properties returning a field: for the exact
     # SDK classes (the usual case) the fields are read directly, as the encoder does.
-    if item.__class__ is FAST_SPAN:
+    if item.__class__ in FAST_SPANS:
         status = item._status
         if status.__class__ is Status:
             return status._status_code

@@ -5,6 +5,11 @@ per class and per tenant) that admission needs; the policy only decides *which*
 sub-queue is served next.  Tasks leave a sub-queue at its head (served) or at its
 tail (shed by admission), both O(1).
 
+Bounded by what is queued, not by how many keys were ever seen: a sub-queue that empties
+is forgotten (with the policy's references to it) once empty ones outnumber the non-empty,
+so a tenant attribute with a million distinct values costs memory only for the sub-queues
+holding tasks now.
+
 Single-threaded: only the scheduler thread touches a QueueSet.
 """
 
@@ -18,6 +23,8 @@ from ._task import PriorityClass, Task
 __all__ = ["NUM_CLASSES", "QueueSet", "SubQueue"]
 
 NUM_CLASSES = len(PriorityClass)
+# Empty sub-queues kept around for reuse before a sweep (a steady set of tenants never sweeps).
+_SLACK = 256
 
 
 class SubQueue:
@@ -71,11 +78,14 @@ class QueueSet:
         on_activate: Callable[[SubQueue], None],
         *,
         cost_buckets: bool = False,
+        on_compact: Callable[[], None] | None = None,
     ) -> None:
         self._weight_of = weight_of
         self._on_activate = on_activate
+        self._on_compact = on_compact
         self._cost_buckets = cost_buckets
         self._subqueues: dict[tuple[int, str, int], SubQueue] = {}
+        self.live = 0  # non-empty sub-queues
         self.count = 0
         self.nbytes = 0
         self.class_count = [0] * NUM_CLASSES
@@ -89,15 +99,21 @@ class QueueSet:
     def __iter__(self) -> Iterator[SubQueue]:
         return iter(list(self._subqueues.values()))
 
+    @property
+    def size(self) -> int:
+        """Sub-queues held, empty ones included (bounded by about twice the non-empty ones)."""
+        return len(self._subqueues)
+
     def push(self, task: Task) -> SubQueue:
         bucket = task.cost.bit_length() if self._cost_buckets else 0
         key = (task.priority, task.tenant, bucket)
         sq = self._subqueues.get(key)
         if sq is None:
-            sq = self._subqueues[key] = SubQueue(key, self._weight_of(task.tenant))
+            sq = self._create(key)
         sq.tasks.append(task)
         self._account(sq, 1, task.cost)
         if len(sq.tasks) == 1:
+            self.live += 1
             self._on_activate(sq)
         return sq
 
@@ -112,12 +128,21 @@ class QueueSet:
         key = (first.priority, first.tenant, 0)
         sq = self._subqueues.get(key)
         if sq is None:
-            sq = self._subqueues[key] = SubQueue(key, self._weight_of(first.tenant))
+            sq = self._create(key)
         was_empty = not sq.tasks
         sq.tasks.extend(tasks)
         self._account(sq, len(tasks), nbytes)
         if was_empty:
+            self.live += 1
             self._on_activate(sq)
+
+    def _create(self, key: tuple[int, str, int]) -> SubQueue:
+        """A new sub-queue for ``key``; first, when empty sub-queues outnumber the non-empty ones
+        (plus a slack), forget them: O(sub-queues), at most once per that many creations."""
+        if len(self._subqueues) >= 2 * self.live + _SLACK:
+            self.forget_empty()
+        sq = self._subqueues[key] = SubQueue(key, self._weight_of(key[1]))
+        return sq
 
     def pop_head(self, sq: SubQueue) -> Task:
         task = sq.tasks.popleft()
@@ -193,12 +218,14 @@ class QueueSet:
             self.tenant_count[sq.tenant] = tenant_left
         else:
             del self.tenant_count[sq.tenant]
-        # Keep the map bounded when tenants churn; a linked sub-queue is still referenced by the policy.
-        if not sq.tasks and count < 0 and not sq.linked and len(self._subqueues) > 4096:
-            self._subqueues.pop(sq.key, None)
+        if count < 0 and not sq.tasks:
+            self.live -= 1
 
     def forget_empty(self) -> int:
-        """Drop empty, unlinked sub-queues (housekeeping); returns how many."""
+        """Drop empty sub-queues, after the policy has let go of them (``on_compact``); returns how
+        many.  Called from :meth:`push` (never while a policy decision is being served)."""
+        if self._on_compact is not None:
+            self._on_compact()
         dead = [k for k, sq in self._subqueues.items() if not sq.tasks and not sq.linked]
         for k in dead:
             del self._subqueues[k]

@@ -11,7 +11,8 @@ every part set and compares each private read with the public property.
   one warning says so.  A span is never dropped because the SDK moved a field.
 * ``FAST_SPAN`` / ``FAST_ATTRIBUTES`` -- the classes whose fields may be read: ``ReadableSpan``
   and ``BoundedAttributes`` where the check passed, else a class no object is an instance of, so
-  a reader's ``obj.__class__ is FAST_SPAN`` test costs the same either way.
+  a reader's ``obj.__class__ is FAST_SPAN`` test costs the same either way.  ``FAST_SPANS`` adds
+  the SDK's own ``Span`` classes (the live span, same fields), or is empty.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ from typing import Any, Final
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace import Span as _SdkSpan
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, TraceState
 from opentelemetry.trace.status import Status, StatusCode
 
-__all__ = ["FAST_ATTRIBUTES", "FAST_SPAN", "SPAN_FIELDS", "mismatch"]
+__all__ = ["FAST_ATTRIBUTES", "FAST_SPAN", "FAST_SPANS", "SPAN_FIELDS", "mismatch"]
 
 _logger = logging.getLogger(__name__)
 
@@ -116,6 +118,9 @@ mismatch: Final[str | None] = _check()
 SPAN_FIELDS: Final[bool] = mismatch is None
 FAST_SPAN: Final[Any] = ReadableSpan if SPAN_FIELDS else _NoSuchClass
 FAST_ATTRIBUTES: Final[Any] = BoundedAttributes if SPAN_FIELDS else _NoSuchClass
+FAST_SPANS: Final[frozenset[type[Any]]] = (
+    frozenset({ReadableSpan, _SdkSpan, *_SdkSpan.__subclasses__()}) if SPAN_FIELDS else frozenset()
+)
 
 if mismatch is not None:
     _logger.warning(
