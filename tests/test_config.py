@@ -194,6 +194,7 @@ def test_docs_configuration_table_matches_the_code() -> None:
         ("OTEL_PYTHON_SCHED_MAX_RECURSION_DEPTH", "deep"),
         ("OTEL_PYTHON_SCHED_SHUTDOWN_TIMEOUT_MILLIS", "0"),
         ("OTEL_PYTHON_SCHED_EXIT_TIMEOUT_MILLIS", "-5"),
+        ("OTEL_PYTHON_SCHED_FLUSH_ON_SIGTERM", "maybe"),
         ("OTEL_PYTHON_SCHED_MAX_QUEUE_BYTES", "1"),
         ("OTEL_PYTHON_SCHED_MAX_EXPORT_BATCH_BYTES", "x"),
     ],

@@ -477,6 +477,15 @@ OPTIONS: Final[tuple[Option[Any], ...]] = (
         "shutdown_timeout.",
     ),
     Option(
+        "flush_on_sigterm",
+        "OTEL_PYTHON_SCHED_FLUSH_ON_SIGTERM",
+        True,
+        _bool,
+        "Where SIGTERM still has its default action (which ends the process without running atexit, "
+        "so without any flush), drain every pipeline within exit_timeout_millis first, then end of "
+        "the signal as before. Never replaces a handler the application or its server set.",
+    ),
+    Option(
         "max_recursion_depth",
         "OTEL_PYTHON_SCHED_MAX_RECURSION_DEPTH",
         1,
@@ -523,6 +532,7 @@ class Config:
     self_tuning: bool
     shutdown_timeout_millis: float
     exit_timeout_millis: float
+    flush_on_sigterm: bool
     max_recursion_depth: int
     sources: Mapping[str, str] = field(default_factory=dict)  # option -> "code" | "env" | "default"
 

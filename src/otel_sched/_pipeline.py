@@ -24,6 +24,7 @@ import logging
 import math
 import operator
 import os
+import signal
 import threading
 import time
 import weakref
@@ -758,9 +759,13 @@ class Pipeline:
         if self._shutdown:
             return
         self._shutdown = True
+        now = time.monotonic()
         if deadline is None:
-            deadline = time.monotonic() + self.config.shutdown_timeout_millis / 1000
-        self._requests.append(_Request("close", deadline))
+            deadline = now + self.config.shutdown_timeout_millis / 1000
+        # As shutdown(): give up a little early, so that what is left is spooled or counted by the
+        # deadline (at exit or SIGTERM the process ends right after it).
+        margin = min(0.25 * max(deadline - now, 0.0), _ABANDON_MARGIN)
+        self._requests.append(_Request("close", deadline - margin))
         self._wake.ring()
 
     def _shutdown_exporters(self, deadline: float) -> None:
@@ -1700,6 +1705,42 @@ def stats() -> dict[str, dict[str, dict[str, Any]]]:
     for pipeline in sorted(_LIVE, key=lambda p: p.name):
         out[pipeline.signal.value][pipeline.name] = pipeline.snapshot()
     return out
+
+
+_SIGTERM_HOOKED = False
+
+
+def install_sigterm_flush() -> None:
+    """Drain every pipeline before a SIGTERM that would end the process without running atexit.
+
+    SIGTERM's default action ends the process at once: no atexit hook, so no flush by us or by
+    the SDK's providers, and whatever is queued is lost without a count (a plain ``python app.py``
+    stopped by Kubernetes; uvicorn, which restores the previous handler and raises the signal
+    again after its own graceful shutdown).  Where the handler is still the default, ours drains
+    every live pipeline within ``exit_timeout_millis`` and then ends the process of the same
+    signal, as it would have.  A handler the application or its server set is never replaced:
+    such a process exits through atexit, where ``shutdown_all`` drains.  Main thread only (Python
+    delivers signals there); installed once per process.
+    """
+    global _SIGTERM_HOOKED
+    if _SIGTERM_HOOKED or threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return
+        signal.signal(signal.SIGTERM, _flush_then_terminate)
+    except (AttributeError, OSError, ValueError):  # no SIGTERM here, or not the main interpreter
+        return
+    _SIGTERM_HOOKED = True
+
+
+def _flush_then_terminate(signum: int, frame: object) -> None:
+    signal.signal(signum, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    try:
+        budget = max((p.config.exit_timeout_millis for p in list(_LIVE)), default=0.0) / 1000.0
+        shutdown_all(budget)
+    finally:
+        signal.raise_signal(signum)
 
 
 def shutdown_all(timeout_s: float = 10.0) -> None:

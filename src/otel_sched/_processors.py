@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from typing_extensions import TypedDict, Unpack
 
 from ._config import resolve_config
-from ._pipeline import Pipeline, shutdown_all, snapshot_log, snapshot_log_with_context
+from ._pipeline import Pipeline, install_sigterm_flush, shutdown_all, snapshot_log, snapshot_log_with_context
 from ._safe import describe
 from ._task import PriorityClass, Signal
 
@@ -84,6 +84,8 @@ class _Scheduled:
         # The pipeline holds no reference back: collecting the processor drains and stops it.
         # Not at exit: finalize's own exit hook would only *start* the drain; shutdown_all waits for it.
         weakref.finalize(self, pipeline.close_async).atexit = False
+        if config.flush_on_sigterm:
+            install_sigterm_flush()
 
     def shutdown(self) -> None:
         """Export what is queued (bounded by shutdown_timeout_millis), then stop.  Safe to call twice."""
@@ -143,6 +145,7 @@ class SchedulerOptions(TypedDict, total=False):
     self_tuning: bool
     shutdown_timeout_millis: float
     exit_timeout_millis: float
+    flush_on_sigterm: bool
     max_recursion_depth: int
 
 
