@@ -326,8 +326,15 @@ def _without_memory(encode: Any, item: Any, after: int) -> Any:
     testcapi.set_nomemory(after, 0)
     try:
         return encode(item)
+    except MemoryError:
+        # Reported as Python reports it (on 3.10 the fallback encoder's own allocations fail too):
+        # a correct outcome; what these tests check is that no reference leaked.
+        return MEMORY_ERROR
     finally:
         testcapi.remove_mem_hooks()
+
+
+MEMORY_ERROR = "MemoryError"
 
 
 def test_native_span_releases_what_it_read_when_the_buffer_cannot_grow() -> None:
@@ -345,7 +352,11 @@ def test_native_span_releases_what_it_read_when_the_buffer_cannot_grow() -> None
         parts += [item._events[0], item._links[0], item._status._description]
         before = _refcounts(parts)
         for after in range(4):
-            assert _without_memory(_native, item, after) in (None, _encoding.encode_span_python(item))
+            assert _without_memory(_native, item, after) in (
+                None,
+                MEMORY_ERROR,
+                _encoding.encode_span_python(item),
+            )
             assert _refcounts(parts) == before, f"references leaked: {n}-character name, {after}"
         assert _native(item) == _encoding.encode_span_python(item)
 
@@ -357,6 +368,10 @@ def test_native_log_releases_what_it_read_when_the_buffer_cannot_grow() -> None:
         parts = [lr, lr.body, lr.attributes]  # this record's own: no cache holds them
         before = _refcounts(parts)
         for after in range(4):
-            assert _without_memory(_native_log, record, after) in (None, _encoding.encode_log_python(record))
+            assert _without_memory(_native_log, record, after) in (
+                None,
+                MEMORY_ERROR,
+                _encoding.encode_log_python(record),
+            )
             assert _refcounts(parts) == before, f"references leaked: {n}-character body, {after}"
         assert _native_log(record) == _encoding.encode_log_python(record)
