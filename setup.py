@@ -16,8 +16,8 @@ setup(
     if free_threaded
     else [
         Extension(
-            "otel_sched._speedups",
-            ["src/otel_sched/_speedups.c"],
+            "otel_sched.otlp._speedups",
+            ["src/otel_sched/otlp/_speedups.c"],
             optional=True,
             extra_compile_args=["-O2"],
         )

@@ -23,11 +23,11 @@ from typing import Any
 
 import _common as c
 
-from otel_sched._batching import BatchFormer
 from otel_sched._config import POLICY_NAMES
-from otel_sched._policies import make_policy
-from otel_sched._queues import QueueSet
-from otel_sched._task import Task
+from otel_sched.scheduling._batching import BatchFormer
+from otel_sched.scheduling._policies import make_policy
+from otel_sched.scheduling._queues import QueueSet
+from otel_sched.scheduling._task import Task
 
 TENANT_COUNTS = [1, 10, 100, 1000, 10_000]
 BACKLOG = 4096

@@ -1,4 +1,4 @@
-"""Per-item OTLP encoding cost: stock protobuf encoders vs ``otel_sched._encoding``.
+"""Per-item OTLP encoding cost: stock protobuf encoders vs ``otel_sched.otlp._encoding``.
 
     python benchmarks/bench_encode.py [--spans N] [--logs N] [--batch 512] [--reps 7] [--json PATH]
 
@@ -48,7 +48,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Link, NonRecordingSpan, SpanKind, Status, StatusCode, set_span_in_context
 from opentelemetry.util.types import AnyValue
 
-from otel_sched import _encoding
+from otel_sched.otlp import _encoding
 
 ROUTES = ["/api/users/{id}", "/api/orders", "/api/orders/{id}", "/health", "/api/cart", "/login", "/search"]
 METHODS = ["GET", "GET", "GET", "POST", "PUT", "DELETE"]

@@ -30,7 +30,7 @@ from typing import Any
 
 import _common as c
 
-from otel_sched._receiver import OTLPReceiver
+from otel_sched.demo._receiver import OTLPReceiver
 
 TARGET_S = 5.0
 SPANS = 300

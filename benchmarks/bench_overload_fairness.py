@@ -37,8 +37,8 @@ from opentelemetry import baggage
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from otel_sched._metrics import jain_index
-from otel_sched._receiver import ReceivedItem
+from otel_sched.demo._receiver import ReceivedItem
+from otel_sched.runtime._metrics import jain_index
 
 TENANTS = ["tenant-a", "tenant-b", "tenant-c", "tenant-d", "tenant-e"]
 NOISY = "tenant-a"

@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Status, StatusCode, Tracer
 
 from otel_sched import ScheduledLogRecordProcessor, ScheduledSpanProcessor
-from otel_sched._receiver import OTLPReceiver
+from otel_sched.demo._receiver import OTLPReceiver
 
 
 async def handle(tracer: Tracer, job: int, tenant: str) -> None:

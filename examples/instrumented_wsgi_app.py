@@ -109,7 +109,7 @@ def serve() -> None:
 
 def run_under_opentelemetry_instrument() -> int:
     """Plain ``python``: start a receiver, re-run this file under opentelemetry-instrument, drive it."""
-    from otel_sched._receiver import OTLPReceiver
+    from otel_sched.demo._receiver import OTLPReceiver
 
     instrument = Path(sys.executable).parent / "opentelemetry-instrument"
     if not instrument.exists():

@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Status, StatusCode
 
 from otel_sched import ScheduledSpanProcessor
-from otel_sched._receiver import OTLPReceiver
+from otel_sched.demo._receiver import OTLPReceiver
 
 QUIET = ("acme", "globex", "initech")
 NOISY = "bulk-import"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from otel_sched._admission import Admission
-from otel_sched._batching import BatchFormer
-from otel_sched._policies import Policy, make_policy
-from otel_sched._queues import QueueSet
-from otel_sched._task import Task
+from otel_sched.scheduling._admission import Admission
+from otel_sched.scheduling._batching import BatchFormer
+from otel_sched.scheduling._policies import Policy, make_policy
+from otel_sched.scheduling._queues import QueueSet
+from otel_sched.scheduling._task import Task
 
 
 class Rig:

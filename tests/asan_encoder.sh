@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the compiled encoder (src/otel_sched/_speedups.c) with AddressSanitizer in a scratch
+# Builds the compiled encoder (src/otel_sched/otlp/_speedups.c) with AddressSanitizer in a scratch
 # copy of the working tree and runs the encoder tests against it: the equivalence tests
 # (tests/test_encoding.py runs each against the Python, compiled and stock encoders) and
 # tests/test_native_encoder.py, whose allocation-failure tests walk every error path that
@@ -32,7 +32,7 @@ export PYTHONPATH="$scratch/src" PYTHONMALLOC=malloc LD_PRELOAD="$libasan"
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1"
 SCRATCH="$scratch" "$python" - <<'PY'
 import os
-import otel_sched._speedups as m
+import otel_sched.otlp._speedups as m
 assert m.__file__.startswith(os.environ["SCRATCH"]), f"not the AddressSanitizer build: {m.__file__}"
 assert "libasan" in open("/proc/self/maps").read(), "AddressSanitizer is not loaded"
 print("AddressSanitizer build:", m.__file__)

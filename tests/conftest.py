@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from otel_sched._receiver import OTLPReceiver
+from otel_sched.demo._receiver import OTLPReceiver
 
 
 @pytest.fixture(autouse=True)
@@ -14,7 +14,7 @@ def _no_pipeline_outlives_its_test() -> Iterator[None]:
     Pipelines share the process-wide level: one left running with an explicit memory limit
     would hold every later test's pipelines to that limit, and one failure would look like many.
     """
-    from otel_sched import _pipeline
+    from otel_sched.runtime import _pipeline
 
     before = set(_pipeline._LIVE)
     yield

@@ -21,8 +21,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
 from otel_sched import ScheduledSpanProcessor
-from otel_sched._receiver import OTLPReceiver
-from otel_sched._spool import Spool
+from otel_sched.demo._receiver import OTLPReceiver
+from otel_sched.durability._spool import Spool
 
 from ._exporters import RecordingExporter, wait_until
 
@@ -213,7 +213,7 @@ def test_hung_lane_replacements_are_capped_and_retired_lanes_leave_the_pool() ->
 
 
 def test_coordinator_snapshot_survives_pipelines_joining_and_leaving() -> None:
-    from otel_sched._coordinator import Coordinator, Member
+    from otel_sched.process._coordinator import Coordinator, Member
 
     coord = Coordinator()
     stop = threading.Event()
@@ -252,7 +252,7 @@ def test_coordinator_snapshot_survives_pipelines_joining_and_leaving() -> None:
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_coordinator_lock_held_at_fork_does_not_deadlock_the_child() -> None:
-    from otel_sched import _coordinator, _workers
+    from otel_sched.process import _coordinator, _workers
 
     coord = _coordinator.coordinator()
     exporter = RecordingExporter()

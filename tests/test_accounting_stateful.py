@@ -48,7 +48,7 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.trace import Status, StatusCode
 
 from otel_sched import ScheduledLogRecordProcessor, ScheduledSpanProcessor
-from otel_sched._receiver import OTLPReceiver
+from otel_sched.demo._receiver import OTLPReceiver
 
 _IDS = itertools.count()  # item ids, unique across examples (the receiver outlives them)
 _OFFERED: set[int] = set()  # every id offered before its pipeline's shutdown, in any example

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from otel_sched._task import PriorityClass, Task
+from otel_sched.scheduling._task import PriorityClass, Task
 
 from ._helpers import Rig
 
@@ -140,7 +140,7 @@ def test_heaviest_tenant_lookup_follows_usage_as_it_moves(tenants: int) -> None:
 
 
 def test_invalid_bounds_are_rejected() -> None:
-    from otel_sched._admission import Admission
+    from otel_sched.scheduling._admission import Admission
 
     with pytest.raises(ValueError, match="count=0"):
         Admission(0, 10, lambda t: 1.0)

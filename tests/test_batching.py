@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from otel_sched._batching import BatchFormer
+from otel_sched.scheduling._batching import BatchFormer
 
 from ._helpers import Rig
 

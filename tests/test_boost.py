@@ -6,7 +6,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 from otel_sched import PriorityClass, ScheduledSpanProcessor, mark_trace_important, unmark_trace
-from otel_sched._boost import _MARKED, MAX_MARKED_TRACES, marked_priority
+from otel_sched.scheduling._boost import _MARKED, MAX_MARKED_TRACES, marked_priority
 
 from ._exporters import RecordingExporter
 

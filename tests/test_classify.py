@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode
 
-from otel_sched._classify import (
+from otel_sched.scheduling._classify import (
     DEFAULT_TENANT,
     MAX_TENANT_LABEL,
     OVERFLOW_TENANT,
@@ -20,8 +20,8 @@ from otel_sched._classify import (
     TenantRegistry,
     estimate_span_bytes,
 )
-from otel_sched._priority_rules import compile_rules
-from otel_sched._task import PriorityClass, Signal
+from otel_sched.scheduling._priority_rules import compile_rules
+from otel_sched.scheduling._task import PriorityClass, Signal
 
 
 def _spans(resource: dict[str, Any] | None = None, **spans: dict[str, Any]) -> list[ReadableSpan]:

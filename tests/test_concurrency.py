@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from otel_sched._concurrency import AIMDController, Mode, ModeMachine, Signal
+from otel_sched.runtime._concurrency import AIMDController, Mode, ModeMachine, Signal
 
 
 def drive(controller: AIMDController, rounds: list[tuple[float, Signal]], rtt_gap: float = 0.01) -> list[int]:

@@ -8,7 +8,7 @@ import pytest
 
 from otel_sched import ScheduledLogRecordProcessor, ScheduledSpanProcessor
 from otel_sched._config import OPTIONS, resolve_config
-from otel_sched._task import PriorityClass, Signal
+from otel_sched.scheduling._task import PriorityClass, Signal
 
 
 class _NullExporter:

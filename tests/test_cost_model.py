@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from otel_sched._cost_model import CostModel
+from otel_sched.scheduling._cost_model import CostModel
 
 
 def test_prior_before_any_sample() -> None:

@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Status, StatusCode
 
 from otel_sched import ScheduledSpanProcessor
-from otel_sched._receiver import OTLPReceiver
+from otel_sched.demo._receiver import OTLPReceiver
 
 from ._exporters import RecordingExporter, wait_until
 
@@ -218,7 +218,7 @@ def test_an_unusable_spool_directory_is_reported_once_and_the_pipeline_runs_in_m
 ) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    with caplog.at_level(logging.ERROR, logger="otel_sched._pipeline"):
+    with caplog.at_level(logging.ERROR, logger="otel_sched.runtime._pipeline"):
         processor = _processor(receiver, blocker / "spool")
     assert "cannot be used" in caplog.text and str(blocker) in caplog.text
     provider = _provider(processor)
@@ -231,13 +231,13 @@ def test_an_unusable_spool_directory_is_reported_once_and_the_pipeline_runs_in_m
 def test_a_write_error_switches_to_memory_loudly_and_counts_the_drops(
     receiver: OTLPReceiver, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from otel_sched._spool import Spool
+    from otel_sched.durability._spool import Spool
 
     receiver.set_faults(down=True)
     processor = _processor(receiver, tmp_path / "spool", max_queue_size=100)
     monkeypatch.setattr(Spool, "put", lambda self, *a, **k: _raise_unavailable())
     provider = _provider(processor)
-    with caplog.at_level(logging.ERROR, logger="otel_sched._pipeline"):
+    with caplog.at_level(logging.ERROR, logger="otel_sched.runtime._pipeline"):
         _emit(provider, 300)
         assert wait_until(lambda: processor.stats()["spool"]["enabled"] is False)
     assert caplog.text.count("continues in memory only") == 1
@@ -249,7 +249,7 @@ def test_a_write_error_switches_to_memory_loudly_and_counts_the_drops(
 
 
 def _raise_unavailable() -> Any:
-    from otel_sched._spool import SpoolUnavailable
+    from otel_sched.durability._spool import SpoolUnavailable
 
     raise SpoolUnavailable("database or disk is full")
 
@@ -279,7 +279,7 @@ def test_a_second_live_process_on_the_same_spool_runs_in_memory(
 
 
 def test_the_spool_needs_the_fast_path(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="otel_sched._pipeline"):
+    with caplog.at_level(logging.WARNING, logger="otel_sched.runtime._pipeline"):
         processor = ScheduledSpanProcessor(RecordingExporter(), spool_dir=str(tmp_path / "spool"))
     assert "needs the fast path" in caplog.text
     assert processor.stats()["spool"]["enabled"] is False
@@ -340,8 +340,8 @@ def test_fork_under_load_each_process_delivers_its_own(receiver: OTLPReceiver, t
 def test_a_worker_adopts_what_dead_workers_left_in_sibling_directories(
     receiver: OTLPReceiver, tmp_path: Path
 ) -> None:
-    from otel_sched._encoding import encode_spans_request
-    from otel_sched._spool import Spool
+    from otel_sched.durability._spool import Spool
+    from otel_sched.otlp._encoding import encode_spans_request
 
     # A dead worker (pid 999999) left a spooled batch behind.
     exporter = RecordingExporter()

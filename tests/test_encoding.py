@@ -34,8 +34,8 @@ from opentelemetry.trace import (
     TraceState,
 )
 
-from otel_sched import _encoding
-from otel_sched._encoding import (
+from otel_sched.otlp import _encoding
+from otel_sched.otlp._encoding import (
     EncodingError,
     Envelope,
     assemble_logs,
@@ -72,7 +72,7 @@ def span_encoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
     span_encoder, log_encoder = ENCODERS[name]
     if span_encoder is None or log_encoder is None:
         if os.environ.get("CI") == "true":
-            pytest.fail("the compiled encoder (otel_sched._speedups) was not built")
+            pytest.fail("the compiled encoder (otel_sched.otlp._speedups) was not built")
         pytest.skip("the compiled encoder was not built (no C compiler at install time)")
     monkeypatch.setattr(_encoding, "encode_span", span_encoder)
     monkeypatch.setattr(_encoding, "encode_log", log_encoder)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from otel_sched._receiver import OTLPReceiver
+from otel_sched.demo._receiver import OTLPReceiver
 
 _CHILD = textwrap.dedent(
     """

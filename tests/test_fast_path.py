@@ -15,8 +15,9 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Status, StatusCode
 
-from otel_sched import ScheduledLogRecordProcessor, ScheduledSpanProcessor, _encoding
-from otel_sched._receiver import OTLPReceiver
+from otel_sched import ScheduledLogRecordProcessor, ScheduledSpanProcessor
+from otel_sched.demo._receiver import OTLPReceiver
+from otel_sched.otlp import _encoding
 
 from ._exporters import RecordingExporter, wait_until
 

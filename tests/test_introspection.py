@@ -57,7 +57,7 @@ _SCRIPT = textwrap.dedent(
     provider = LoggerProvider()
     root = logging.getLogger()
     root.handlers[:] = [LoggingHandler(logger_provider=provider)]  # the only handler: OpenTelemetry's
-    log = logging.getLogger("otel_sched._pipeline")
+    log = logging.getLogger("otel_sched.runtime._pipeline")
     for _ in range(3):
         log.warning("otel-sched traces pipeline: export mode is now %s", "degraded")
     log.warning("otel-sched traces pipeline: export mode is now %s", "normal")
@@ -72,9 +72,9 @@ def test_warnings_reach_stderr_once_per_state_change_when_only_the_otel_handler_
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stderr.splitlines() if "export mode" in line]
     assert lines == [
-        "WARNING otel_sched._pipeline: otel-sched traces pipeline: export mode is now degraded",
-        "WARNING otel_sched._pipeline: otel-sched traces pipeline: export mode is now normal",
-        "WARNING otel_sched._pipeline: otel-sched traces pipeline: export mode is now degraded",
+        "WARNING otel_sched.runtime._pipeline: otel-sched traces pipeline: export mode is now degraded",
+        "WARNING otel_sched.runtime._pipeline: otel-sched traces pipeline: export mode is now normal",
+        "WARNING otel_sched.runtime._pipeline: otel-sched traces pipeline: export mode is now degraded",
     ]
     assert "not a warning" not in result.stderr
 
@@ -85,11 +85,11 @@ def test_no_duplicate_when_a_real_handler_shows_the_warning(
     root = logging.getLogger()
     stream = logging.StreamHandler(sys.stdout)
     root.handlers[:] = [LoggingHandler(logger_provider=LoggerProvider()), stream]
-    logging.getLogger("otel_sched._pipeline").warning("spool in use (test)")
+    logging.getLogger("otel_sched.runtime._pipeline").warning("spool in use (test)")
     out, err = capsys.readouterr()
     assert "spool in use (test)" in out and "spool in use (test)" not in err
     root.handlers[:] = [LoggingHandler(logger_provider=LoggerProvider())]
-    logging.getLogger("otel_sched._pipeline").warning("spool in use (test, otel only)")
+    logging.getLogger("otel_sched.runtime._pipeline").warning("spool in use (test, otel only)")
     out, err = capsys.readouterr()
     assert "spool in use (test, otel only)" in err
 

@@ -31,8 +31,8 @@ from opentelemetry.trace import (
     set_span_in_context,
 )
 
-from otel_sched import _encoding
-from otel_sched._encoding import EncodingError
+from otel_sched.otlp import _encoding
+from otel_sched.otlp._encoding import EncodingError
 
 from .test_encoding import (
     _SAMPLED,
@@ -80,7 +80,7 @@ def _assert_decided_by_python(native: Any, python: Any, item: Any) -> None:
 
 def _native(item: ReadableSpan) -> bytes | None:
     try_native = _encoding.try_encode_span_native
-    assert try_native is not None, "the compiled encoder (otel_sched._speedups) was not built"
+    assert try_native is not None, "the compiled encoder (otel_sched.otlp._speedups) was not built"
     return try_native(item)
 
 
@@ -225,7 +225,7 @@ def test_native_encodes_nested_arrays_and_kvlists() -> None:
 
 def _native_log(record: ReadableLogRecord) -> bytes | None:
     try_native = _encoding.try_encode_log_native
-    assert try_native is not None, "the compiled encoder (otel_sched._speedups) was not built"
+    assert try_native is not None, "the compiled encoder (otel_sched.otlp._speedups) was not built"
     return try_native(record)
 
 
@@ -253,7 +253,7 @@ class _Keep(LogRecordProcessor):
 
 
 def test_native_handles_the_log_records_the_sdk_makes() -> None:
-    from otel_sched._pipeline import _readable_log  # the pipeline's conversion, as on its thread
+    from otel_sched.runtime._pipeline import _readable_log  # the pipeline's conversion, as on its thread
 
     keep = _Keep()
     provider = LoggerProvider(resource=Resource.create({"service.name": "svc"}))

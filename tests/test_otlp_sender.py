@@ -44,10 +44,10 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from otel_sched import _otlp_sender
-from otel_sched._encoding import encode_logs_request, encode_spans_request
-from otel_sched._otlp_sender import GRPCSender, HTTPSender, SendResult, sender_for
-from otel_sched._receiver import OTLPReceiver
+from otel_sched.demo._receiver import OTLPReceiver
+from otel_sched.otlp import _otlp_sender
+from otel_sched.otlp._encoding import encode_logs_request, encode_spans_request
+from otel_sched.otlp._otlp_sender import GRPCSender, HTTPSender, SendResult, sender_for
 
 TRANSPORTS = ["http", "grpc"]
 SIGNALS = ["traces", "logs"]

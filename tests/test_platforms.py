@@ -35,7 +35,7 @@ def test_package_imports_without_fcntl() -> None:
 def test_spool_reports_itself_unavailable_without_fcntl(tmp_path: Path) -> None:
     done = _run(
         f"""
-        from otel_sched._spool import Spool, SpoolUnavailable
+        from otel_sched.durability._spool import Spool, SpoolUnavailable
         try:
             Spool({str(tmp_path / "spool")!r})
         except SpoolUnavailable as exc:
@@ -70,3 +70,10 @@ def test_processor_with_a_spool_runs_in_memory_without_fcntl(tmp_path: Path) -> 
     assert done.returncode == 0, done.stderr
     assert "fcntl" in done.stderr
     assert "received 1" in done.stdout
+
+
+def test_importing_the_package_does_not_import_the_demo() -> None:
+    # The demo, its receiver and report are for `otel-sched demo` and the tests, never the export path.
+    code = "import sys, otel_sched; print(sorted(m for m in sys.modules if m.startswith('otel_sched.demo')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from otel_sched._policies import make_policy
-from otel_sched._task import PriorityClass
+from otel_sched.scheduling._policies import make_policy
+from otel_sched.scheduling._task import PriorityClass
 
 from ._helpers import Rig
 

@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from otel_sched._priority_rules import (
+from otel_sched.scheduling._priority_rules import (
     DEFAULT_RULES,
     Condition,
     PriorityClassifier,
@@ -29,7 +29,7 @@ from otel_sched._priority_rules import (
     format_rules,
     parse_rules,
 )
-from otel_sched._task import PriorityClass, Signal
+from otel_sched.scheduling._task import PriorityClass, Signal
 
 LOW, NORMAL, HIGH = PriorityClass.LOW, PriorityClass.NORMAL, PriorityClass.HIGH
 

@@ -14,12 +14,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Status, StatusCode
 
 from otel_sched import ScheduledLogRecordProcessor, ScheduledSpanProcessor
-from otel_sched import _coordinator as coordinator_module
 from otel_sched._config import resolve_config
-from otel_sched._coordinator import CPU_EVERY, TICK, Coordinator, Member
-from otel_sched._receiver import OTLPReceiver
-from otel_sched._resources import CpuAdvice, MemoryLevel, ResourceSample, shape_batches
-from otel_sched._task import Signal
+from otel_sched.demo._receiver import OTLPReceiver
+from otel_sched.process import _coordinator as coordinator_module
+from otel_sched.process._coordinator import CPU_EVERY, TICK, Coordinator, Member
+from otel_sched.process._resources import CpuAdvice, MemoryLevel, ResourceSample, shape_batches
+from otel_sched.scheduling._task import Signal
 
 from ._exporters import RecordingExporter, wait_until
 
@@ -255,7 +255,7 @@ def test_under_memory_pressure_normal_items_are_shed_and_errors_kept(
     provider = TracerProvider(shutdown_on_exit=False)
     provider.add_span_processor(processor)
     tracer = provider.get_tracer("memory")
-    with caplog.at_level(logging.WARNING, logger="otel_sched._pipeline"):
+    with caplog.at_level(logging.WARNING, logger="otel_sched.runtime._pipeline"):
         for i in range(400):
             _span(tracer, f"n{i}", error=i % 10 == 0)
             if i % 50 == 0:
@@ -403,7 +403,7 @@ def test_the_collectors_a_pipeline_sends_to_are_known_for_stock_exporters_and_en
     from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-    from otel_sched._exporters import build_spec
+    from otel_sched.otlp._exporters import build_spec
 
     http_spans = OTLPSpanExporter(endpoint="http://Collector.local:4318/v1/traces")
     http_logs = OTLPLogExporter(endpoint="http://collector.local:4318/v1/logs")

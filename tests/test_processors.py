@@ -29,7 +29,7 @@ from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import Status, StatusCode
 
 from otel_sched import ScheduledLogRecordProcessor, ScheduledSpanProcessor
-from otel_sched._receiver import OTLPReceiver
+from otel_sched.demo._receiver import OTLPReceiver
 
 from ._exporters import RecordingExporter, wait_until
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from otel_sched import _resources
-from otel_sched._resources import (
+from otel_sched.process import _resources
+from otel_sched.process._resources import (
     BatchTuner,
     CpuAdvice,
     CpuGovernor,
@@ -34,7 +34,7 @@ from otel_sched._resources import (
 
 from ._exporters import wait_until
 
-LOGGER = "otel_sched._resources"
+LOGGER = "otel_sched.process._resources"
 
 
 def _tree(root: Path, files: dict[str, str]) -> str:

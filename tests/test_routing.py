@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from otel_sched._routing import Router
+from otel_sched.runtime._routing import Router
 
 
 def test_prefers_the_faster_endpoint_and_spreads_by_in_flight() -> None:

@@ -60,8 +60,8 @@ from opentelemetry.trace import Status, StatusCode
 
 logging.basicConfig(level=logging.WARNING)
 from otel_sched import ScheduledSpanProcessor, _sdk_fields
-from otel_sched._encoding import encode_span, encode_span_python
-from otel_sched._receiver import OTLPReceiver
+from otel_sched.otlp._encoding import encode_span, encode_span_python
+from otel_sched.demo._receiver import OTLPReceiver
 
 with OTLPReceiver() as receiver:
     processor = ScheduledSpanProcessor(

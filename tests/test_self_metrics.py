@@ -11,7 +11,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 
 from otel_sched import ScheduledSpanProcessor
-from otel_sched._metrics import METRIC_TENANTS
+from otel_sched.runtime._metrics import METRIC_TENANTS
 
 from ._exporters import RecordingExporter
 

@@ -15,7 +15,7 @@ import textwrap
 
 import pytest
 
-from otel_sched._receiver import OTLPReceiver
+from otel_sched.demo._receiver import OTLPReceiver
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signals")
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from otel_sched._spool import Spool, SpooledBatch, SpoolLocked, SpoolUnavailable, worker_directory
+from otel_sched.durability._spool import Spool, SpooledBatch, SpoolLocked, SpoolUnavailable, worker_directory
 
 NOW = 1_700_000_000.0
 
@@ -177,7 +177,10 @@ def test_a_corrupt_database_file_is_moved_aside_and_replaced(
     tmp_path: Path, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
     (tmp_path / "spool.db").write_bytes(b"this is not a database" * 500)
-    with caplog.at_level(logging.ERROR, logger="otel_sched._spool"), Spool(tmp_path, clock=clock) as s:
+    with (
+        caplog.at_level(logging.ERROR, logger="otel_sched.durability._spool"),
+        Spool(tmp_path, clock=clock) as s,
+    ):
         assert s.counts()["db_reset"] == 1
         row = put(s)
         assert [b.id for b in s.take(10**6)] == [row]
@@ -243,7 +246,7 @@ def test_a_second_spool_on_the_same_directory_in_this_process_is_locked(spool: S
 def test_another_process_cannot_open_a_directory_in_use(spool: Spool) -> None:
     code = (
         "import sys\n"
-        "from otel_sched._spool import Spool, SpoolLocked\n"
+        "from otel_sched.durability._spool import Spool, SpoolLocked\n"
         "try:\n"
         "    Spool(sys.argv[1])\n"
         "except SpoolLocked as exc:\n"
@@ -272,7 +275,7 @@ def test_rows_in_flight_at_a_crash_are_replayed_by_the_next_owner(tmp_path: Path
 def test_a_row_committed_before_kill_9_is_replayed_by_the_next_process(tmp_path: Path) -> None:
     code = (
         "import os, signal, sys\n"
-        "from otel_sched._spool import Spool\n"
+        "from otel_sched.durability._spool import Spool\n"
         "s = Spool(sys.argv[1], clock=lambda: 1.5e9)\n"
         "s.put('traces', 'acme', 2, 3, 1.5e9, 1, b'in flight')\n"
         "s.put('traces', 'acme', 1, 3, 1.5e9, 1, b'pending')\n"

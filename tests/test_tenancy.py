@@ -13,11 +13,17 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.trace import Status, StatusCode
 
 from otel_sched import ScheduledLogRecordProcessor, ScheduledSpanProcessor
-from otel_sched._classify import DEFAULT_TENANT, Classifier, TenantRegistry
 from otel_sched._config import resolve_config
-from otel_sched._priority_rules import compile_rules
-from otel_sched._task import PriorityClass, Signal
-from otel_sched._tenancy import Holder, Released, TenantResolver, capture_origin, parse_tenant_sources
+from otel_sched.scheduling._classify import DEFAULT_TENANT, Classifier, TenantRegistry
+from otel_sched.scheduling._priority_rules import compile_rules
+from otel_sched.scheduling._task import PriorityClass, Signal
+from otel_sched.scheduling._tenancy import (
+    Holder,
+    Released,
+    TenantResolver,
+    capture_origin,
+    parse_tenant_sources,
+)
 
 from ._exporters import RecordingExporter
 
@@ -352,7 +358,7 @@ def test_a_hostile_span_is_counted_and_the_scheduler_lives_on(caplog: pytest.Log
     provider.add_span_processor(processor)
     hostile = Mock()
     processor.on_start(hostile, None)
-    with caplog.at_level(logging.ERROR, logger="otel_sched._pipeline"):
+    with caplog.at_level(logging.ERROR, logger="otel_sched.runtime._pipeline"):
         processor.on_end(hostile)
         provider.get_tracer("test").start_span("fine").end()
         assert processor.force_flush(10_000)

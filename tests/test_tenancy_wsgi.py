@@ -23,7 +23,7 @@ from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
 from opentelemetry.sdk.trace import TracerProvider
 
 from otel_sched import ScheduledSpanProcessor
-from otel_sched._receiver import OTLPReceiver
+from otel_sched.demo._receiver import OTLPReceiver
 
 TENANTS = {"acme": 12, "globex": 8, "initech": 5, "umbrella": 3}  # requests per tenant
 SPANS_PER_REQUEST = 4  # server, "load order", two HTTP client spans

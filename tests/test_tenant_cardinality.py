@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from otel_sched._queues import _SLACK
+from otel_sched.scheduling._queues import _SLACK
 
 from ._helpers import Rig
 

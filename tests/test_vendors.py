@@ -41,7 +41,7 @@ from otel_sched import (
     patch_batch_processors,
     unpatch_batch_processors,
 )
-from otel_sched._receiver import OTLPReceiver
+from otel_sched.demo._receiver import OTLPReceiver
 
 from ._exporters import RecordingExporter
 

@@ -5,9 +5,6 @@
 becomes a task ranked by priority, tenant fairness and predicted export cost.
 """
 
-from ._boost import mark_trace_important, unmark_trace
-from ._pipeline import stats
-from ._priority_rules import PriorityClassifier, Rule, RuleSyntaxError, parse_rules
 from ._processors import ScheduledLogRecordProcessor, ScheduledSpanProcessor
 from ._selflog import install as _install_stderr_fallback
 from ._setup import (
@@ -18,7 +15,10 @@ from ._setup import (
     patch_batch_processors,
     unpatch_batch_processors,
 )
-from ._task import PriorityClass
+from .runtime._pipeline import stats
+from .scheduling._boost import mark_trace_important, unmark_trace
+from .scheduling._priority_rules import PriorityClassifier, Rule, RuleSyntaxError, parse_rules
+from .scheduling._task import PriorityClass
 
 _install_stderr_fallback()
 

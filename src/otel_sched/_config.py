@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Generic, TypeVar
 
 from ._safe import safe_url
-from ._task import PriorityClass, Signal
+from .scheduling._task import PriorityClass, Signal
 
 __all__ = ["OPTIONS", "POLICY_NAMES", "Config", "Option", "resolve_config", "validate_options"]
 
@@ -113,7 +113,7 @@ def _optional_str(value: object) -> str | None:
 
 
 def _tenant_key(value: object) -> str | None:
-    from ._tenancy import parse_tenant_sources, render_sources
+    from .scheduling._tenancy import parse_tenant_sources, render_sources
 
     if value is None:
         return None
@@ -176,10 +176,10 @@ def _max_ages(value: object) -> Mapping[PriorityClass, float]:
 def _rules(value: object) -> object:
     """Rule text is parsed here, so a syntax error surfaces at configuration time.
 
-    From code a :class:`~otel_sched._priority_rules.RuleSyntaxError` (a ``ValueError`` naming the
+    From code a :class:`~otel_sched.scheduling._priority_rules.RuleSyntaxError` (a ``ValueError`` naming the
     rule, its index and the offending token) propagates; from the environment it becomes a warning.
     """
-    from ._priority_rules import parse_rules
+    from .scheduling._priority_rules import parse_rules
 
     if isinstance(value, str):
         return parse_rules(value)
@@ -195,7 +195,7 @@ def _optional_mib(value: object) -> float | None:
 
 
 def _endpoints(value: object) -> tuple[str, ...]:
-    from ._exporters import parse_endpoints
+    from .otlp._exporters import parse_endpoints
 
     if not isinstance(value, str | list | tuple):
         raise TypeError("a comma-separated string or a list of http(s)://host:port URLs")

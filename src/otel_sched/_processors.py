@@ -24,9 +24,15 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from typing_extensions import TypedDict, Unpack
 
 from ._config import resolve_config
-from ._pipeline import Pipeline, install_sigterm_flush, shutdown_all, snapshot_log, snapshot_log_with_context
 from ._safe import describe
-from ._task import PriorityClass, Signal
+from .runtime._pipeline import (
+    Pipeline,
+    install_sigterm_flush,
+    shutdown_all,
+    snapshot_log,
+    snapshot_log_with_context,
+)
+from .scheduling._task import PriorityClass, Signal
 
 __all__ = ["ScheduledLogRecordProcessor", "ScheduledSpanProcessor", "SchedulerOptions"]
 

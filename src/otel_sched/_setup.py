@@ -38,7 +38,7 @@ from opentelemetry.sdk.trace.sampling import Sampler
 from ._config import validate_options
 from ._processors import ScheduledLogRecordProcessor, ScheduledSpanProcessor
 from ._safe import type_name
-from ._task import Signal
+from .scheduling._task import Signal
 
 __all__ = [
     "Replacement",

@@ -53,8 +53,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
 
-from ._config import POLICY_NAMES
-from ._processors import ScheduledLogRecordProcessor, ScheduledSpanProcessor
+from .._config import POLICY_NAMES
+from .._processors import ScheduledLogRecordProcessor, ScheduledSpanProcessor
 from ._receiver import OTLPReceiver, ReceivedItem
 
 __all__ = [
@@ -888,7 +888,7 @@ def _version(dist: str) -> str | None:
 
 
 def machine_info() -> dict[str, Any]:
-    from . import __version__
+    from .. import __version__
 
     return {
         "cpu_count": os.cpu_count(),

@@ -2,7 +2,7 @@
 
 A policy is a pure object driven by the scheduler thread with an explicit ``now``
 (monotonic seconds); it never reads a clock, starts a thread or takes a lock, so
-it is tested with plain scenario tables.  The :class:`~otel_sched._queues.QueueSet`
+it is tested with plain scenario tables.  The :class:`~otel_sched.scheduling._queues.QueueSet`
 owns the tasks; a policy keeps references to non-empty sub-queues and answers
 :meth:`Policy.select` -- the sub-queue whose head goes next.
 

@@ -88,7 +88,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags, TraceState
 from opentelemetry.trace.status import Status, StatusCode
 
-from ._sdk_fields import FAST_ATTRIBUTES, FAST_SPAN, SPAN_FIELDS
+from .._sdk_fields import FAST_ATTRIBUTES, FAST_SPAN, SPAN_FIELDS
 
 __all__ = [
     "EncodingError",

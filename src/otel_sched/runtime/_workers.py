@@ -45,8 +45,8 @@ from typing import Any
 
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
 
-from ._exporters import FastPath
-from ._task import Task
+from ..otlp._exporters import FastPath
+from ..scheduling._task import Task
 
 __all__ = ["Job", "Lane", "LanePool", "Outcome", "export_depth", "register_thread", "unregister_thread"]
 

@@ -81,9 +81,9 @@ from typing import Any, TypeAlias
 
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from otel_sched._task import PriorityClass, Signal
+from otel_sched.scheduling._task import PriorityClass, Signal
 
-from ._sdk_fields import FAST_ATTRIBUTES, FAST_SPAN, FAST_SPANS
+from .._sdk_fields import FAST_ATTRIBUTES, FAST_SPAN, FAST_SPANS
 
 __all__ = [
     "DEFAULT_RULES",

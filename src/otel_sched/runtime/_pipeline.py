@@ -38,15 +38,10 @@ from opentelemetry.sdk._logs import ReadableLogRecord, ReadWriteLogRecord
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import StatusCode
 
-from ._admission import Admission
-from ._batching import BatchFormer
-from ._classify import Classifier, TenantRegistry
-from ._concurrency import AIMDController, Mode, ModeMachine
-from ._concurrency import Signal as Feedback
-from ._config import Config
-from ._coordinator import TICK, Member, coordinator
-from ._cost_model import CostModel
-from ._encoding import (
+from .._config import Config
+from .._safe import safe_url
+from ..durability._spool import Spool, SpoolUnavailable
+from ..otlp._encoding import (
     EncodingError,
     assemble_logs,
     assemble_traces,
@@ -59,17 +54,22 @@ from ._encoding import (
     log_envelopes,
     span_envelopes,
 )
-from ._exporters import ExporterSpec, assemble_tasks, build_spec, fast_path_for
+from ..otlp._exporters import ExporterSpec, assemble_tasks, build_spec, fast_path_for
+from ..process._coordinator import TICK, Member, coordinator
+from ..process._resources import BatchTuner, MemoryLevel, shape_batches
+from ..scheduling._admission import Admission
+from ..scheduling._batching import BatchFormer
+from ..scheduling._classify import Classifier, TenantRegistry
+from ..scheduling._cost_model import CostModel
+from ..scheduling._policies import deadline_for, make_policy
+from ..scheduling._priority_rules import compile_rules
+from ..scheduling._queues import QueueSet
+from ..scheduling._task import PriorityClass, Signal, Task
+from ..scheduling._tenancy import Holder, Released
+from ._concurrency import AIMDController, Mode, ModeMachine
+from ._concurrency import Signal as Feedback
 from ._metrics import SelfMetrics, Stats, sdk_error_type
-from ._policies import deadline_for, make_policy
-from ._priority_rules import compile_rules
-from ._queues import QueueSet
-from ._resources import BatchTuner, MemoryLevel, shape_batches
 from ._routing import Router
-from ._safe import safe_url
-from ._spool import Spool, SpoolUnavailable
-from ._task import PriorityClass, Signal, Task
-from ._tenancy import Holder, Released
 from ._workers import Job, Lane, LanePool, Outcome, export_depth, register_thread, unregister_thread
 
 __all__ = ["Pipeline", "snapshot_log"]

@@ -37,7 +37,7 @@ from operator import attrgetter
 from typing import Any
 from urllib.parse import urlparse
 
-from ._safe import describe, safe_url, type_name
+from .._safe import describe, safe_url, type_name
 
 __all__ = ["ExporterSpec", "FastPath", "assemble_tasks", "build_spec", "is_async", "parse_endpoints"]
 
@@ -234,7 +234,7 @@ class FastPath:
 
     Replaces ``exporter.export(items)`` for stock OTLP exporters: the items were encoded
     once on the scheduler thread, so a batch is assembled under its resource/scope
-    envelopes without re-encoding and sent by a :mod:`~otel_sched._otlp_sender` sender
+    envelopes without re-encoding and sent by a :mod:`~otel_sched.otlp._otlp_sender` sender
     (one attempt; the pipeline owns retries).  ``exporter`` is the stock instance it
     stands in for: it is only shut down with the lane.
     """

@@ -24,8 +24,8 @@ from typing import Any
 
 from opentelemetry.trace import SpanContext
 
+from .._sdk_fields import FAST_SPAN, FAST_SPANS
 from ._boost import _MARKED, mark_trace
-from ._sdk_fields import FAST_SPAN, FAST_SPANS
 from ._task import PriorityClass, Signal, Task
 from ._tenancy import TenantResolver, parse_tenant_sources
 

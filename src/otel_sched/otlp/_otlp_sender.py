@@ -1,6 +1,6 @@
 """OTLP senders: one attempt to deliver pre-encoded request bytes.
 
-The pipeline encodes every item once (:mod:`otel_sched._encoding`) and assembles each
+The pipeline encodes every item once (:mod:`otel_sched.otlp._encoding`) and assembles each
 batch into the bytes of an ``ExportTraceServiceRequest`` / ``ExportLogsServiceRequest``;
 a sender puts those bytes on the wire, over OTLP/HTTP (protobuf) or OTLP/gRPC.
 
@@ -91,7 +91,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.util.re import parse_env_headers
 
-from ._safe import safe_url, type_name
+from .._safe import safe_url, type_name
 
 __all__ = ["GRPCSender", "HTTPSender", "SendResult", "Sender", "sender_for"]
 

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ._workers import register_thread, unregister_thread
+from ..runtime._workers import register_thread, unregister_thread
 
 __all__ = [
     "BatchDecision",

@@ -1,4 +1,4 @@
-/* Compiled OTLP encoder for SDK spans and log records: the hot path of otel_sched._encoding's
+/* Compiled OTLP encoder for SDK spans and log records: the hot path of otel_sched.otlp._encoding's
  * encode_span and encode_log.
  *
  * Scope: an ended or live span of a trusted class (ReadableSpan, or a class that
@@ -685,7 +685,7 @@ static PyObject *encode_span(PyObject *self, PyObject *span) {
 static PyObject *try_encode_span(PyObject *self, PyObject *span) {
     (void)self;
     if (g_fallback == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "otel_sched._speedups.configure() was not called");
+        PyErr_SetString(PyExc_RuntimeError, "otel_sched.otlp._speedups.configure() was not called");
         return NULL;
     }
     PyTypeObject *cls = Py_TYPE(span);
@@ -702,7 +702,7 @@ static PyObject *try_encode_span(PyObject *self, PyObject *span) {
 static PyObject *try_encode_log(PyObject *self, PyObject *record) {
     (void)self;
     if (g_log_fallback == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "otel_sched._speedups.configure_logs() was not called");
+        PyErr_SetString(PyExc_RuntimeError, "otel_sched.otlp._speedups.configure_logs() was not called");
         return NULL;
     }
     if (Py_TYPE(record) != g_readable_log) Py_RETURN_NONE;
@@ -789,8 +789,8 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "otel_sched._speedups",
-    "Compiled OTLP span and log record encoder; see otel_sched._encoding.", -1, methods, NULL, NULL, NULL, NULL,
+    PyModuleDef_HEAD_INIT, "otel_sched.otlp._speedups",
+    "Compiled OTLP span and log record encoder; see otel_sched.otlp._encoding.", -1, methods, NULL, NULL, NULL, NULL,
 };
 
 #define INTERN(var, text) \

@@ -21,7 +21,7 @@ from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation, get_meter_provider
 
-from ._task import PriorityClass, Signal, Task
+from ..scheduling._task import PriorityClass, Signal, Task
 
 __all__ = ["METRIC_TENANTS", "SelfMetrics", "Stats", "jain_index", "sdk_error_type"]
 

@@ -1,6 +1,6 @@
 """The demo's outputs: the side-by-side table (console and HTML) and the self-contained HTML report.
 
-Everything here reads the dict :func:`otel_sched._demo.run_demo` returns, so a
+Everything here reads the dict :func:`otel_sched.demo._demo.run_demo` returns, so a
 saved ``--json`` file can be rendered again.  The HTML has inline CSS and inline
 SVG charts only: no script, no font, no image or stylesheet fetched from anywhere.
 """
