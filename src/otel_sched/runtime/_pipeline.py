@@ -64,7 +64,7 @@ from ..scheduling._cost_model import CostModel
 from ..scheduling._policies import deadline_for, make_policy
 from ..scheduling._priority_rules import compile_rules
 from ..scheduling._queues import QueueSet
-from ..scheduling._task import PriorityClass, Signal, Task
+from ..scheduling._task import Signal, Task
 from ..scheduling._tenancy import Holder, Released
 from ._concurrency import AIMDController, Mode, ModeMachine
 from ._concurrency import Signal as Feedback
@@ -108,7 +108,6 @@ _SPOOLABLE: frozenset[str] = frozenset(
         "memory_pressure",
     }
 )
-_CLASS_NAMES = [c.name.lower() for c in PriorityClass]
 _depth_of = operator.attrgetter("depth")
 _deadline_of = operator.attrgetter("deadline")
 
