@@ -208,7 +208,7 @@ def test_the_pipeline_applies_the_cpu_batch_factor(monkeypatch: pytest.MonkeyPat
     pipeline._tuned = (64, 0.05)  # as self-tuning could have left it (no export runs in this test)
     # The process-wide CPU governor says: saturated, over the cap.
     monkeypatch.setattr(
-        coordinator_module.coordinator()._cpu, "advise", lambda share, sample: CpuAdvice(0.5, 4.0, True)
+        coordinator_module.coordinator()._cpu, "advise", lambda share, sample: CpuAdvice(0.5, 4.0)
     )
     coordinator_module.coordinator()._last = -1e9  # decide at the next report
     processor.force_flush(1_000)  # a step of the scheduler: it reports and reads the decisions

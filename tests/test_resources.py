@@ -558,8 +558,6 @@ def test_cpu_governor_reduces_when_saturated_and_over_cap_then_releases_when_idl
     for (share, sample), factors in steps:
         advice = governor.advise(share, sample)
         assert _factors(advice) == factors, (share, sample)
-        assert advice.saturated is (sample is SAT)
-    assert (governor.reductions, governor.releases) == (3, 1)
 
 
 def test_cpu_governor_does_not_flap() -> None:
@@ -575,7 +573,7 @@ def test_cpu_governor_does_not_flap() -> None:
 
 
 def test_cpu_governor_without_samples_gives_full_speed() -> None:
-    assert CpuGovernor().advise(3.0, None) == CpuAdvice(1.0, 1.0, False)
+    assert CpuGovernor().advise(3.0, None) == CpuAdvice(1.0, 1.0)
     with pytest.raises(ValueError, match="cap_cores"):
         CpuGovernor(cap_cores=0.0)
 

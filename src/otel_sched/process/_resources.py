@@ -629,7 +629,6 @@ class CpuAdvice:
 
     max_lanes_factor: float
     batch_factor: float
-    saturated: bool
 
 
 def cpu_saturated(sample: ResourceSample | None) -> bool:
@@ -696,13 +695,10 @@ class CpuGovernor:
         self._pending_count = 0
         self._lanes = 1.0
         self._batch = 1.0
-        self.reductions = 0
-        self.releases = 0
 
     def advise(self, pipeline_share: float, sample: ResourceSample | None) -> CpuAdvice:
-        saturated = cpu_saturated(sample)
         want: str | None = None
-        if saturated and pipeline_share > self.cap_cores:
+        if cpu_saturated(sample) and pipeline_share > self.cap_cores:
             want = self._REDUCE
         elif sample is not None and sample.system_cpu is not None and sample.system_cpu < 0.5:
             want = self._FULL
@@ -719,17 +715,15 @@ class CpuGovernor:
             self._pending, self._pending_count = None, 0
             if want == self._REDUCE:
                 self._apply(want, pipeline_share)  # still over the cap at the reduced rate: further
-        return CpuAdvice(self._lanes, self._batch, saturated)
+        return CpuAdvice(self._lanes, self._batch)
 
     def _apply(self, direction: str, share: float) -> None:
         if direction == self._FULL:
             self._lanes = self._batch = 1.0
-            self.releases += 1
             return
         ratio = self.cap_cores / share
         self._lanes = max(self._min_lanes, self._lanes * ratio)
         self._batch = min(self._max_batch, self._batch / ratio)
-        self.reductions += 1
 
 
 # -- batch tuning --------------------------------------------------------------------------------------

@@ -403,10 +403,6 @@ class LanePool:
     def live_lanes(self) -> int:
         return self._live
 
-    def waiting(self) -> int:
-        with self.cond:
-            return sum(len(lane.jobs) for lane in self.lanes)
-
     def running(self) -> list[Job]:
         with self.cond:
             return [lane.current for lane in self.lanes if lane.current is not None]

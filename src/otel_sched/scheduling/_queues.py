@@ -235,7 +235,3 @@ class QueueSet:
         """Smallest queued sequence number (O(number of sub-queues); used by force_flush only)."""
         heads = [sq.tasks[0].seq for sq in self._subqueues.values() if sq.tasks]
         return min(heads) if heads else None
-
-    def oldest_enqueued(self) -> float | None:
-        heads = [sq.tasks[0].enqueued for sq in self._subqueues.values() if sq.tasks]
-        return min(heads) if heads else None
