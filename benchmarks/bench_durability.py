@@ -75,7 +75,7 @@ import _common as c
 from opentelemetry.sdk.trace import TracerProvider
 
 from otel_sched.demo._receiver import OTLPReceiver, ReceivedItem
-from otel_sched.process._resources import thread_cpu_seconds
+from otel_sched.process._probe import thread_cpu_seconds
 
 # A 60 s outage makes the stock exporter log every failed batch and "Queue full": expected here.
 logging.getLogger("opentelemetry").setLevel(logging.CRITICAL)

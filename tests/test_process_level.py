@@ -18,7 +18,8 @@ from otel_sched._config import resolve_config
 from otel_sched.demo._receiver import OTLPReceiver
 from otel_sched.process import _coordinator as coordinator_module
 from otel_sched.process._coordinator import CPU_EVERY, TICK, Coordinator, Member
-from otel_sched.process._resources import CpuAdvice, MemoryLevel, ResourceSample, shape_batches
+from otel_sched.process._governors import CpuAdvice, MemoryLevel, shape_batches
+from otel_sched.process._probe import ResourceSample
 from otel_sched.scheduling._task import Signal
 
 from ._exporters import RecordingExporter, wait_until

@@ -40,6 +40,7 @@ from opentelemetry.trace import StatusCode
 
 from .._config import Config
 from .._safe import safe_url
+from .._threads import export_depth, register_thread, unregister_thread
 from ..durability._spool import Spool, SpoolUnavailable
 from ..otlp._encoding import (
     EncodingError,
@@ -56,7 +57,7 @@ from ..otlp._encoding import (
 )
 from ..otlp._exporters import ExporterSpec, assemble_tasks, build_spec, fast_path_for
 from ..process._coordinator import TICK, Member, coordinator
-from ..process._resources import BatchTuner, MemoryLevel, shape_batches
+from ..process._governors import BatchTuner, MemoryLevel, shape_batches
 from ..scheduling._admission import Admission
 from ..scheduling._batching import BatchFormer
 from ..scheduling._classify import Classifier, TenantRegistry
@@ -70,7 +71,7 @@ from ._concurrency import AIMDController, Mode, ModeMachine
 from ._concurrency import Signal as Feedback
 from ._metrics import SelfMetrics, Stats, sdk_error_type
 from ._routing import Router
-from ._workers import Job, Lane, LanePool, Outcome, export_depth, register_thread, unregister_thread
+from ._workers import Job, Lane, LanePool, Outcome
 
 __all__ = ["Pipeline", "snapshot_log"]
 
