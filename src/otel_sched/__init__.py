@@ -17,7 +17,8 @@ from ._setup import (
 )
 from .runtime._pipeline import stats
 from .scheduling._boost import mark_trace_important, unmark_trace
-from .scheduling._priority_rules import PriorityClassifier, Rule, RuleSyntaxError, parse_rules
+from .scheduling._priority_rules import PriorityClassifier
+from .scheduling._rule_syntax import Rule, RuleSyntaxError, parse_rules
 from .scheduling._task import PriorityClass
 
 _install_stderr_fallback()

@@ -176,10 +176,10 @@ def _max_ages(value: object) -> Mapping[PriorityClass, float]:
 def _rules(value: object) -> object:
     """Rule text is parsed here, so a syntax error surfaces at configuration time.
 
-    From code a :class:`~otel_sched.scheduling._priority_rules.RuleSyntaxError` (a ``ValueError`` naming the
+    From code a :class:`~otel_sched.scheduling._rule_syntax.RuleSyntaxError` (a ``ValueError`` naming the
     rule, its index and the offending token) propagates; from the environment it becomes a warning.
     """
-    from .scheduling._priority_rules import parse_rules
+    from .scheduling._rule_syntax import parse_rules
 
     if isinstance(value, str):
         return parse_rules(value)
