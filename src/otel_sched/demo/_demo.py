@@ -55,7 +55,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_contex
 
 from .._config import POLICY_NAMES
 from .._processors import ScheduledLogRecordProcessor, ScheduledSpanProcessor
-from ._receiver import OTLPReceiver, ReceivedItem
+from ._received import ReceivedItem
+from ._receiver import OTLPReceiver
 
 __all__ = [
     "PIPELINES",
