@@ -230,8 +230,9 @@ class ProgressPrinter:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from ._demo import DemoConfig, run_demo
+    from ._demo import run_demo
     from ._report import format_table, write_html
+    from ._scenario import DemoConfig
 
     config = DemoConfig(
         duration_s=args.duration,
