@@ -231,7 +231,8 @@ class ProgressPrinter:
 
 def _demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo
-    from ._report import format_table, write_html
+    from ._report import format_table
+    from ._report_html import write_html
     from ._scenario import DemoConfig
 
     config = DemoConfig(

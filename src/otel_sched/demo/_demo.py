@@ -495,9 +495,7 @@ def _warm_up(config: DemoConfig, resource: Resource, progress: ProgressCallback 
     if config.warmup_s <= 0:
         return
     quick = replace(config, duration_s=config.warmup_s, failure_rate=0.0)
-    with OTLPReceiver(
-        latency_s=quick.latency_ms / 1000.0, keep_items=False, item_hook=Delivery().hook
-    ) as rx:
+    with OTLPReceiver(latency_s=quick.latency_ms / 1000.0, keep_items=False, item_hook=Delivery().hook) as rx:
         for kind in PIPELINES:
             if progress is not None:
                 progress(Progress(kind, "warm-up", 0, len(PIPELINES), 0.0, quick.duration_s, 0, 0))
