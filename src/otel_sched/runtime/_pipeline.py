@@ -41,7 +41,8 @@ from opentelemetry.trace import StatusCode
 from .._config import Config
 from .._safe import safe_url
 from .._threads import export_depth, register_thread, unregister_thread
-from ..durability._spool import Spool, SpoolUnavailable
+from ..durability._spool import Spool
+from ..durability._spool_file import SpoolUnavailable
 from ..otlp._encoding import (
     EncodingError,
     assemble_logs,
