@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from .._config import POLICY_NAMES
+from .._option_parsers import POLICY_NAMES
 
 __all__ = ["build_parser", "main"]
 

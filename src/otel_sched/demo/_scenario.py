@@ -25,7 +25,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
 
-from .._config import POLICY_NAMES
+from .._option_parsers import POLICY_NAMES
 
 __all__ = [
     "ERROR_SEVERITY",
