@@ -34,7 +34,6 @@ from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from typing import Any
 
-from opentelemetry._logs import SeverityNumber
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk._logs import LoggerProvider
@@ -75,43 +74,6 @@ PRIORITIES = ("high", "normal")
 
 _SAMPLE_EVERY_S = 0.25
 _POLL_S = 0.05  # how soon the main thread notices that what it waits for is done
-
-
-_ROUTES = (
-    ("GET", "/api/v1/orders/{id}"),
-    ("GET", "/api/v1/orders"),
-    ("POST", "/api/v1/orders"),
-    ("GET", "/api/v1/users/{id}"),
-    ("PUT", "/api/v1/users/{id}"),
-    ("GET", "/api/v1/catalog/search"),
-    ("POST", "/api/v1/cart/items"),
-    ("DELETE", "/api/v1/cart/items/{id}"),
-    ("GET", "/healthz"),
-)
-_AGENTS = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0",
-    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5",
-    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148",
-    "python-requests/2.32.3",
-    "okhttp/4.12.0",
-    "curl/8.8.0",
-)
-_OK_STATUS = (200, 200, 200, 200, 200, 201, 204, 304, 400, 404)
-_LOG_LEVELS = (
-    (SeverityNumber.INFO, "INFO"),
-    (SeverityNumber.INFO, "INFO"),
-    (SeverityNumber.INFO, "INFO"),
-    (SeverityNumber.DEBUG, "DEBUG"),
-    (SeverityNumber.WARN, "WARN"),
-)
-_LOG_MESSAGES = (
-    "request handled",
-    "cache miss for key",
-    "order state changed",
-    "payment authorised",
-    "rate limit close to quota",
-    "retrying upstream call",
-)
 
 
 # -- one pipeline run ----------------------------------------------------------------------------------
