@@ -532,7 +532,7 @@ class Pipeline:
         third when the sender compresses it).
         """
         queues = self.queues
-        per_item = queues.nbytes / queues.count if queues.count else self._flight_item
+        per_item = queues.mean_cost(self._flight_item)
         unclassified = len(self._intake) + (0 if self.holder is None else self.holder.count)
         return int(
             queues.nbytes
@@ -586,7 +586,7 @@ class Pipeline:
         else:
             # Give memory back: an intake bounded by bytes (a quarter of the share), batches sent
             # sooner, and the classes now refused shed down to the soft level.
-            per_item = self.queues.nbytes / self.queues.count if self.queues.count else 512.0
+            per_item = self.queues.mean_cost(512.0)
             self._intake_cap = int(min(self._base_intake_cap, max(64, 0.25 * member.share_bytes / per_item)))
             self.former.delay = min(self.former.delay, base_delay / 2)
             self._shed_below(_MIN_PRIORITY[level], int(0.8 * member.share_bytes))
