@@ -26,7 +26,7 @@ from typing import Any, Final
 import grpc
 
 from ._received import ExportRequest, ReceivedItem, ReceiverRecord, count_items, decode_items
-from ._receiver_transports import HTTPServer, Verdict, bind_grpc, format_host, grpc_server, start_http
+from ._receiver_transports import ReceiverHTTPServer, Verdict, bind_grpc, format_host, grpc_server, start_http
 
 __all__ = ["OTLPReceiver"]
 
@@ -99,7 +99,7 @@ class OTLPReceiver(ReceiverRecord):
         self._stopped = False
         self._stopping = threading.Event()
         self._http_slots = threading.BoundedSemaphore(max_concurrent_requests)
-        self._httpd: HTTPServer | None = None
+        self._httpd: ReceiverHTTPServer | None = None
         self._http_thread: threading.Thread | None = None
         self._http_port: int | None = None
         self._grpc_server: Any = None

@@ -45,7 +45,7 @@ from ._received import ExportRequest
 if TYPE_CHECKING:
     from ._receiver import OTLPReceiver
 
-__all__ = ["HTTPServer", "Verdict", "bind_grpc", "format_host", "grpc_server", "start_http"]
+__all__ = ["ReceiverHTTPServer", "Verdict", "bind_grpc", "format_host", "grpc_server", "start_http"]
 
 _logger = logging.getLogger(__name__)
 
@@ -177,10 +177,12 @@ class _LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
 # -- HTTP transport -------------------------------------------------------------
 
 
-def start_http(receiver: OTLPReceiver, host: str, port: int) -> tuple[HTTPServer, threading.Thread, int]:
+def start_http(
+    receiver: OTLPReceiver, host: str, port: int
+) -> tuple[ReceiverHTTPServer, threading.Thread, int]:
     """Serve OTLP/HTTP on ``host:port`` on a daemon thread; returns (server, thread, port)."""
     try:
-        httpd = HTTPServer((host, port), receiver)
+        httpd = ReceiverHTTPServer((host, port), receiver)
     except OSError as exc:
         raise OSError(
             exc.errno,
@@ -203,7 +205,7 @@ class _BadRequest(Exception):
         self.status = status
 
 
-class HTTPServer(ThreadingHTTPServer):
+class ReceiverHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     # stop() joins the handler threads itself, with a deadline, after
     # shutting their sockets down; the stock join would wait for every idle
@@ -275,7 +277,7 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_POST(self) -> None:
-        receiver = cast(HTTPServer, self.server).receiver
+        receiver = cast(ReceiverHTTPServer, self.server).receiver
         signal = _HTTP_PATHS.get(self.path.split("?", 1)[0])
         try:
             raw = self._read_body()
