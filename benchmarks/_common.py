@@ -33,8 +33,9 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.trace import Status, StatusCode
 
 from otel_sched import ScheduledSpanProcessor
-from otel_sched.demo._demo import machine_info as demo_machine_info
-from otel_sched.demo._receiver import OTLPReceiver, ReceivedItem
+from otel_sched.demo._measure import machine_info as demo_machine_info
+from otel_sched.demo._received import ReceivedItem
+from otel_sched.demo._receiver import OTLPReceiver
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

@@ -38,7 +38,7 @@ from typing import Any
 import _common as c
 from opentelemetry.sdk.trace import TracerProvider
 
-from otel_sched.process._resources import thread_cpu_seconds
+from otel_sched.process._probe import thread_cpu_seconds
 
 HERE = Path(__file__).resolve()
 APP = "app_only"

@@ -23,7 +23,7 @@ from typing import Any
 
 import _common as c
 
-from otel_sched._config import POLICY_NAMES
+from otel_sched._option_parsers import POLICY_NAMES
 from otel_sched.scheduling._batching import BatchFormer
 from otel_sched.scheduling._policies import make_policy
 from otel_sched.scheduling._queues import QueueSet

@@ -74,8 +74,9 @@ from typing import Any
 import _common as c
 from opentelemetry.sdk.trace import TracerProvider
 
-from otel_sched.demo._receiver import OTLPReceiver, ReceivedItem
-from otel_sched.process._resources import thread_cpu_seconds
+from otel_sched.demo._received import ReceivedItem
+from otel_sched.demo._receiver import OTLPReceiver
+from otel_sched.process._probe import thread_cpu_seconds
 
 # A 60 s outage makes the stock exporter log every failed batch and "Queue full": expected here.
 logging.getLogger("opentelemetry").setLevel(logging.CRITICAL)

@@ -37,7 +37,7 @@ from opentelemetry import baggage
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from otel_sched.demo._receiver import ReceivedItem
+from otel_sched.demo._received import ReceivedItem
 from otel_sched.runtime._metrics import jain_index
 
 TENANTS = ["tenant-a", "tenant-b", "tenant-c", "tenant-d", "tenant-e"]

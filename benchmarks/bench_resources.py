@@ -32,7 +32,7 @@ a drain (``force_flush``) of at most 3 s (quick 2 s).  Target: otel-sched spans 
 (c) *cpu*: the application burns one core (a thread running Python arithmetic in a loop)
 while another thread creates spans (4 attributes) at 10,000/s for 15 s (``--quick``: 3 s),
 exported to a local receiver.  Measured every 0.5 s: the pipeline threads' own CPU
-(``otel_sched.process._resources.thread_cpu_seconds`` over the threads named ``otel-sched*``;
+(``otel_sched.process._probe.thread_cpu_seconds`` over the threads named ``otel-sched*``;
 ``OtelBatch*`` for stock), and for otel-sched ``stats()["resources"]`` (``lane_cap``;
 ``process``: ``pipeline_cpu_cores``, ``lanes_factor``, the probe's process and system
 CPU); delivered % after a drain of at most 3 s.  Against ``cpu_cap_cores`` (default 0.25).
@@ -281,7 +281,7 @@ def child_cpu(spec: dict[str, Any]) -> None:
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.trace import TracerProvider
 
-    from otel_sched.process._resources import thread_cpu_seconds
+    from otel_sched.process._probe import thread_cpu_seconds
 
     kind = spec["kind"]
     options: dict[str, Any] = {"shutdown_timeout_millis": 1000}

@@ -252,8 +252,8 @@ def test_coordinator_snapshot_survives_pipelines_joining_and_leaving() -> None:
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_coordinator_lock_held_at_fork_does_not_deadlock_the_child() -> None:
+    from otel_sched import _threads
     from otel_sched.process import _coordinator
-    from otel_sched.runtime import _workers
 
     coord = _coordinator.coordinator()
     exporter = RecordingExporter()
@@ -276,7 +276,7 @@ def test_a_coordinator_lock_held_at_fork_does_not_deadlock_the_child() -> None:
             code = 1
             try:
                 signal.alarm(30)  # a deadlocked child dies instead of hanging the suite
-                stale = [ident for ident in _workers._THREADS if ident != threading.get_ident()]
+                stale = [ident for ident in _threads._THREADS if ident != threading.get_ident()]
                 live = {t.ident for t in threading.enumerate()}
                 if any(ident not in live for ident in stale):
                     code = 3  # the parent's thread registry leaked into the child

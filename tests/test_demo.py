@@ -17,8 +17,10 @@ from typing import Any
 import pytest
 
 from otel_sched.demo._cli import ProgressPrinter
-from otel_sched.demo._demo import SIGNALS, DemoConfig, Progress, run_demo
-from otel_sched.demo._report import format_table, render_html, table_rows
+from otel_sched.demo._demo import SIGNALS, run_demo
+from otel_sched.demo._report import format_table, table_rows
+from otel_sched.demo._report_html import render_html
+from otel_sched.demo._scenario import DemoConfig, Progress
 
 # Small, but over what one export lane carries at 100 ms a round trip, so ours sheds and the
 # stock queue overflows: the drop accounting is exercised, not only the happy path.

@@ -30,8 +30,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 from opentelemetry.util._importlib_metadata import entry_points
 
 from otel_sched import ScheduledLogRecordProcessor, ScheduledSpanProcessor, unpatch_batch_processors
+from otel_sched._adopt import batch_processors_patched
 from otel_sched._distro import OtelSchedConfigurator, OtelSchedDistro
-from otel_sched._setup import batch_processors_patched
 from otel_sched.demo._receiver import OTLPReceiver
 
 # -- in process: the configurator and the distro ----------------------------------------------------

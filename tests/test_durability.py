@@ -249,7 +249,7 @@ def test_a_write_error_switches_to_memory_loudly_and_counts_the_drops(
 
 
 def _raise_unavailable() -> Any:
-    from otel_sched.durability._spool import SpoolUnavailable
+    from otel_sched.durability._spool_file import SpoolUnavailable
 
     raise SpoolUnavailable("database or disk is full")
 

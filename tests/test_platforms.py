@@ -35,7 +35,8 @@ def test_package_imports_without_fcntl() -> None:
 def test_spool_reports_itself_unavailable_without_fcntl(tmp_path: Path) -> None:
     done = _run(
         f"""
-        from otel_sched.durability._spool import Spool, SpoolUnavailable
+        from otel_sched.durability._spool import Spool
+        from otel_sched.durability._spool_file import SpoolUnavailable
         try:
             Spool({str(tmp_path / "spool")!r})
         except SpoolUnavailable as exc:

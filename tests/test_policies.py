@@ -178,3 +178,13 @@ def test_a_class_that_won_by_aging_yields_after_one_item_at_the_same_instant(pol
         rig.push(priority=HIGH)
     rig.now = 2.5  # LOW has waited 2.5 s: effective 2.5 beats HIGH's 2.1, once
     assert [t.priority for t in rig.drain(3)] == [LOW, HIGH, HIGH]
+
+
+def test_mean_cost_is_the_mean_queued_item_weight_or_the_default_when_empty() -> None:
+    rig = Rig("fifo")
+    assert rig.queues.mean_cost(512.0) == 512.0
+    rig.push(cost=100)
+    rig.push(cost=300)
+    assert rig.queues.mean_cost(512.0) == 200.0
+    rig.pop()  # the older one, cost 100
+    assert rig.queues.mean_cost(512.0) == 300.0

@@ -19,13 +19,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from otel_sched.scheduling._priority_rules import (
+from otel_sched.scheduling._priority_rules import PriorityClassifier, compile_rules
+from otel_sched.scheduling._rule_syntax import (
     DEFAULT_RULES,
     Condition,
-    PriorityClassifier,
     Rule,
     RuleSyntaxError,
-    compile_rules,
     format_rules,
     parse_rules,
 )

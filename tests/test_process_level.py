@@ -18,7 +18,8 @@ from otel_sched._config import resolve_config
 from otel_sched.demo._receiver import OTLPReceiver
 from otel_sched.process import _coordinator as coordinator_module
 from otel_sched.process._coordinator import CPU_EVERY, TICK, Coordinator, Member
-from otel_sched.process._resources import CpuAdvice, MemoryLevel, ResourceSample, shape_batches
+from otel_sched.process._governors import CpuAdvice, MemoryLevel, shape_batches
+from otel_sched.process._probe import ResourceSample
 from otel_sched.scheduling._task import Signal
 
 from ._exporters import RecordingExporter, wait_until
@@ -208,7 +209,7 @@ def test_the_pipeline_applies_the_cpu_batch_factor(monkeypatch: pytest.MonkeyPat
     pipeline._tuned = (64, 0.05)  # as self-tuning could have left it (no export runs in this test)
     # The process-wide CPU governor says: saturated, over the cap.
     monkeypatch.setattr(
-        coordinator_module.coordinator()._cpu, "advise", lambda share, sample: CpuAdvice(0.5, 4.0, True)
+        coordinator_module.coordinator()._cpu, "advise", lambda share, sample: CpuAdvice(0.5, 4.0)
     )
     coordinator_module.coordinator()._last = -1e9  # decide at the next report
     processor.force_flush(1_000)  # a step of the scheduler: it reports and reads the decisions

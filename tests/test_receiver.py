@@ -39,7 +39,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, Sp
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode
 
-from otel_sched.demo._receiver import OTLPReceiver, ReceivedItem
+from otel_sched.demo._received import ReceivedItem
+from otel_sched.demo._receiver import OTLPReceiver
 
 TRANSPORTS = ["http", "grpc"]
 RESOURCE = {"service.name": "checkout", "tenant.id": "acme"}

@@ -15,17 +15,19 @@ from typing import Any
 
 import pytest
 
-from otel_sched.process import _resources
-from otel_sched.process._resources import (
+from otel_sched.process import _probe as probe_module
+from otel_sched.process._governors import (
     BatchTuner,
     CpuAdvice,
     CpuGovernor,
     CpuMeter,
     MemoryGovernor,
     MemoryLevel,
+    cpu_saturated,
+)
+from otel_sched.process._probe import (
     ResourceProbe,
     ResourceSample,
-    cpu_saturated,
     read_cgroup_cpu_limit,
     read_cgroup_memory_limit,
     read_cgroup_memory_usage,
@@ -34,7 +36,7 @@ from otel_sched.process._resources import (
 
 from ._exporters import wait_until
 
-LOGGER = "otel_sched.process._resources"
+LOGGER = "otel_sched.process._probe"
 
 
 def _tree(root: Path, files: dict[str, str]) -> str:
@@ -373,7 +375,7 @@ linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pe
 
 @linux_only
 def test_thread_clock_id_is_the_one_glibc_builds() -> None:
-    ours = _resources._linux_thread_clock(threading.get_native_id())
+    ours = probe_module._linux_thread_clock(threading.get_native_id())
     assert ours == time.pthread_getcpuclockid(threading.get_ident())
 
 
@@ -400,8 +402,8 @@ def test_thread_cpu_seconds_grows_while_a_thread_burns_and_skips_ended_threads()
 def test_thread_cpu_seconds_where_unsupported_is_zero_and_said_once(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(_resources, "_THREAD_CLOCKS", False)
-    monkeypatch.setattr(_resources, "_thread_cpu_noted", False)
+    monkeypatch.setattr(probe_module, "_THREAD_CLOCKS", False)
+    monkeypatch.setattr(probe_module, "_thread_cpu_noted", False)
     with caplog.at_level(logging.INFO, logger=LOGGER):
         assert thread_cpu_seconds([threading.current_thread()]) == 0.0
         assert thread_cpu_seconds([threading.current_thread()]) == 0.0
@@ -558,8 +560,6 @@ def test_cpu_governor_reduces_when_saturated_and_over_cap_then_releases_when_idl
     for (share, sample), factors in steps:
         advice = governor.advise(share, sample)
         assert _factors(advice) == factors, (share, sample)
-        assert advice.saturated is (sample is SAT)
-    assert (governor.reductions, governor.releases) == (3, 1)
 
 
 def test_cpu_governor_does_not_flap() -> None:
@@ -575,7 +575,7 @@ def test_cpu_governor_does_not_flap() -> None:
 
 
 def test_cpu_governor_without_samples_gives_full_speed() -> None:
-    assert CpuGovernor().advise(3.0, None) == CpuAdvice(1.0, 1.0, False)
+    assert CpuGovernor().advise(3.0, None) == CpuAdvice(1.0, 1.0)
     with pytest.raises(ValueError, match="cap_cores"):
         CpuGovernor(cap_cores=0.0)
 

@@ -28,7 +28,7 @@ from otel_sched import (
     patch_batch_processors,
     unpatch_batch_processors,
 )
-from otel_sched._setup import batch_processors_patched
+from otel_sched._adopt import batch_processors_patched
 from otel_sched.demo._receiver import OTLPReceiver
 
 from ._exporters import RecordingExporter, wait_until

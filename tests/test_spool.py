@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from otel_sched.durability._spool import Spool, SpooledBatch, SpoolLocked, SpoolUnavailable, worker_directory
+from otel_sched.durability._spool import Spool, SpooledBatch
+from otel_sched.durability._spool_file import SpoolLocked, SpoolUnavailable, worker_directory
 
 NOW = 1_700_000_000.0
 
@@ -246,7 +247,8 @@ def test_a_second_spool_on_the_same_directory_in_this_process_is_locked(spool: S
 def test_another_process_cannot_open_a_directory_in_use(spool: Spool) -> None:
     code = (
         "import sys\n"
-        "from otel_sched.durability._spool import Spool, SpoolLocked\n"
+        "from otel_sched.durability._spool import Spool\n"
+        "from otel_sched.durability._spool_file import SpoolLocked\n"
         "try:\n"
         "    Spool(sys.argv[1])\n"
         "except SpoolLocked as exc:\n"

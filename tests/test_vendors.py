@@ -35,8 +35,8 @@ import otel_sched
 from otel_sched import (
     ScheduledLogRecordProcessor,
     ScheduledSpanProcessor,
+    _adopt,
     _distro,
-    _setup,
     adopt,
     patch_batch_processors,
     unpatch_batch_processors,
@@ -61,7 +61,7 @@ needs_community_distro = pytest.mark.skipif(
 @pytest.fixture(autouse=True)
 def _fresh_reports(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """What adopt() and the patch reported 'once' is per process: each test starts from none."""
-    monkeypatch.setattr(_setup, "_reported", set())
+    monkeypatch.setattr(_adopt, "_reported", set())
     yield
     unpatch_batch_processors()
 

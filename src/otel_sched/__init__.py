@@ -5,19 +5,14 @@
 becomes a task ranked by priority, tenant fairness and predicted export cost.
 """
 
+from ._adopt import Replacement, adopt, patch_batch_processors, unpatch_batch_processors
 from ._processors import ScheduledLogRecordProcessor, ScheduledSpanProcessor
 from ._selflog import install as _install_stderr_fallback
-from ._setup import (
-    Replacement,
-    Setup,
-    adopt,
-    configure,
-    patch_batch_processors,
-    unpatch_batch_processors,
-)
+from ._setup import Setup, configure
 from .runtime._pipeline import stats
 from .scheduling._boost import mark_trace_important, unmark_trace
-from .scheduling._priority_rules import PriorityClassifier, Rule, RuleSyntaxError, parse_rules
+from .scheduling._priority_rules import PriorityClassifier
+from .scheduling._rule_syntax import Rule, RuleSyntaxError, parse_rules
 from .scheduling._task import PriorityClass
 
 _install_stderr_fallback()

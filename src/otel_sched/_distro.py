@@ -61,8 +61,8 @@ from opentelemetry.sdk._configuration import _OTelSDKConfigurator
 from opentelemetry.sdk.environment_variables import OTEL_EXPORTER_OTLP_PROTOCOL
 from opentelemetry.util._importlib_metadata import EntryPoint, entry_points
 
+from ._adopt import PATCH_ENV, adopt, patch_batch_processors
 from ._processors import ScheduledLogRecordProcessor, ScheduledSpanProcessor
-from ._setup import PATCH_ENV, adopt, patch_batch_processors
 
 __all__ = ["OtelSchedConfigurator", "OtelSchedDistro", "adopt_after_instrumentation"]
 

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from .._config import POLICY_NAMES
+from .._option_parsers import POLICY_NAMES
 
 __all__ = ["build_parser", "main"]
 
@@ -230,8 +230,10 @@ class ProgressPrinter:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from ._demo import DemoConfig, run_demo
-    from ._report import format_table, write_html
+    from ._demo import run_demo
+    from ._report import format_table
+    from ._report_html import write_html
+    from ._scenario import DemoConfig
 
     config = DemoConfig(
         duration_s=args.duration,

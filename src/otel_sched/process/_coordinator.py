@@ -6,7 +6,7 @@ how many exports each may have in flight:
 
 * **memory** -- one budget (``memory_limit_mib``; default: the sum of the pipelines'
   own byte bounds x 1.5) over everything the pipelines hold (queued bytes, bytes in
-  flight, and the intake).  A :class:`~otel_sched.process._resources.MemoryGovernor` turns the
+  flight, and the intake).  A :class:`~otel_sched.process._governors.MemoryGovernor` turns the
   total, and the process's standing against its container limit, into a level like the
   Collector's memory_limiter.  A pipeline within its weighted share of the budget is held
   one level lower than the total, so a log flood pushes the logs pipeline into shedding
@@ -16,7 +16,7 @@ how many exports each may have in flight:
   while another pipeline is backlogged, and all of them when alone (work conserving).
 * **CPU** -- the pipelines' own threads' CPU time is measured; when the process is
   CPU-saturated and the pipelines use more than ``cpu_cap_cores``, the lanes shrink
-  (:class:`~otel_sched.process._resources.CpuGovernor`); with idle capacity they drain at full
+  (:class:`~otel_sched.process._governors.CpuGovernor`); with idle capacity they drain at full
   speed.
 
 The resource probe (psutil, cgroup files) runs on its own background thread; pipelines
@@ -35,7 +35,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from ._resources import CpuGovernor, CpuMeter, MemoryGovernor, MemoryLevel, ResourceProbe, thread_cpu_seconds
+from ._governors import CpuGovernor, CpuMeter, MemoryGovernor, MemoryLevel
+from ._probe import ResourceProbe, thread_cpu_seconds
 
 __all__ = ["CPU_EVERY", "TICK", "Coordinator", "Member", "coordinator"]
 

@@ -15,6 +15,7 @@ with a million values cannot explode metric cardinality.
 from __future__ import annotations
 
 import itertools
+import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -103,13 +104,14 @@ class Stats:
         self._tenant_rows = max_tenants * _MAX_TENANT_ROWS_FACTOR
         self.export_latency: deque[float] = deque(maxlen=_SAMPLES)
         self.queue_wait: deque[float] = deque(maxlen=_SAMPLES)
-        self.end_to_export: deque[float] = deque(maxlen=_SAMPLES)
         # Drops on the application thread: itertools.count is atomic in CPython, a += is not.
         self.app_drops: dict[str, itertools.count[int]] = {
             "intake_full": itertools.count(),
             "already_shutdown": itertools.count(),
             "recursion": itertools.count(),
         }
+        self._app_reads = 0  # values app_drop_counts took from each counter
+        self._app_reads_lock = threading.Lock()
 
     def _tenant(self, tenant: str) -> list[int]:
         row = self.tenants.get(tenant)
@@ -147,13 +149,13 @@ class Stats:
             row[0] += items
             row[2] += nbytes
 
-    @staticmethod
-    def _peek(counter: itertools.count[int]) -> int:
-        # repr is "count(N)": reading it does not advance the counter.
-        return int(repr(counter)[6:-1])
-
     def app_drop_counts(self) -> dict[str, int]:
-        return {k: self._peek(v) for k, v in self.app_drops.items()}
+        # Reading a count takes a value from it too: every read takes one from each counter, and
+        # the lock keeps two readers' takes apart.
+        with self._app_reads_lock:
+            counts = {reason: next(counter) - self._app_reads for reason, counter in self.app_drops.items()}
+            self._app_reads += 1
+        return counts
 
     def snapshot(
         self, queued_by_class: list[int], queued_by_tenant: dict[str, int], weights: Callable[[str], float]

@@ -40,7 +40,9 @@ from opentelemetry.trace import StatusCode
 
 from .._config import Config
 from .._safe import safe_url
-from ..durability._spool import Spool, SpoolUnavailable
+from .._threads import export_depth, register_thread, unregister_thread
+from ..durability._spool import Spool
+from ..durability._spool_file import SpoolUnavailable
 from ..otlp._encoding import (
     EncodingError,
     assemble_logs,
@@ -56,7 +58,7 @@ from ..otlp._encoding import (
 )
 from ..otlp._exporters import ExporterSpec, assemble_tasks, build_spec, fast_path_for
 from ..process._coordinator import TICK, Member, coordinator
-from ..process._resources import BatchTuner, MemoryLevel, shape_batches
+from ..process._governors import BatchTuner, MemoryLevel, shape_batches
 from ..scheduling._admission import Admission
 from ..scheduling._batching import BatchFormer
 from ..scheduling._classify import Classifier, TenantRegistry
@@ -64,13 +66,13 @@ from ..scheduling._cost_model import CostModel
 from ..scheduling._policies import deadline_for, make_policy
 from ..scheduling._priority_rules import compile_rules
 from ..scheduling._queues import QueueSet
-from ..scheduling._task import PriorityClass, Signal, Task
+from ..scheduling._task import Signal, Task
 from ..scheduling._tenancy import Holder, Released
 from ._concurrency import AIMDController, Mode, ModeMachine
 from ._concurrency import Signal as Feedback
 from ._metrics import SelfMetrics, Stats, sdk_error_type
 from ._routing import Router
-from ._workers import Job, Lane, LanePool, Outcome, export_depth, register_thread, unregister_thread
+from ._workers import Job, Lane, LanePool, Outcome
 
 __all__ = ["Pipeline", "snapshot_log"]
 
@@ -108,7 +110,6 @@ _SPOOLABLE: frozenset[str] = frozenset(
         "memory_pressure",
     }
 )
-_CLASS_NAMES = [c.name.lower() for c in PriorityClass]
 _depth_of = operator.attrgetter("depth")
 _deadline_of = operator.attrgetter("deadline")
 
@@ -531,7 +532,7 @@ class Pipeline:
         third when the sender compresses it).
         """
         queues = self.queues
-        per_item = queues.nbytes / queues.count if queues.count else self._flight_item
+        per_item = queues.mean_cost(self._flight_item)
         unclassified = len(self._intake) + (0 if self.holder is None else self.holder.count)
         return int(
             queues.nbytes
@@ -585,7 +586,7 @@ class Pipeline:
         else:
             # Give memory back: an intake bounded by bytes (a quarter of the share), batches sent
             # sooner, and the classes now refused shed down to the soft level.
-            per_item = self.queues.nbytes / self.queues.count if self.queues.count else 512.0
+            per_item = self.queues.mean_cost(512.0)
             self._intake_cap = int(min(self._base_intake_cap, max(64, 0.25 * member.share_bytes / per_item)))
             self.former.delay = min(self.former.delay, base_delay / 2)
             self._shed_below(_MIN_PRIORITY[level], int(0.8 * member.share_bytes))

@@ -1,4 +1,4 @@
-"""Workers: the hybrid pool of export lanes, and the thread registry behind recursion control.
+"""Workers: the hybrid pool of export lanes.
 
 Layer boundary: the scheduler thread decides *whether* a batch may go (concurrency
 limit, mode, endpoint health) and *where* it should go; this module only executes.
@@ -22,11 +22,8 @@ Guarantees:
     exist at a time: past that, a hung lane is not replaced (``replace`` returns None);
   * threads hold no reference to the processor, so it can be garbage collected.
 
-Recursion control: every thread this package starts is registered with the depth of
-the work it is doing.  Telemetry produced on those threads (an exporter logging
-through the OTel ``LoggingHandler``) is tagged one level deeper, and items deeper
-than the configured maximum are dropped and counted instead of feeding the pipeline
-forever.
+Recursion control: every lane thread is registered in :mod:`otel_sched._threads` with the
+depth of the work it is doing.
 """
 
 from __future__ import annotations
@@ -36,7 +33,6 @@ import enum
 import inspect
 import itertools
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -45,43 +41,16 @@ from typing import Any
 
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
 
+from .._threads import register_thread, unregister_thread
 from ..otlp._exporters import FastPath
 from ..scheduling._task import Task
 
-__all__ = ["Job", "Lane", "LanePool", "Outcome", "export_depth", "register_thread", "unregister_thread"]
+__all__ = ["Job", "Lane", "LanePool", "Outcome"]
 
 _logger = logging.getLogger(__name__)
 
-# thread ident -> a one-element list holding the depth of the work on that thread.
-_THREADS: dict[int, list[int]] = {}
-
 _LAG_PERIOD = 0.1  # seconds between event-loop heartbeats
 _LAG_BLOCKED = 0.1  # a heartbeat this late means something blocked the loop
-
-
-def _forget_threads_after_fork() -> None:
-    # Thread idents of the parent mean nothing in the child (and may be reused by its new threads).
-    _THREADS.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_threads_after_fork)
-
-
-def register_thread(depth: int = 0) -> list[int]:
-    cell = [depth]
-    _THREADS[threading.get_ident()] = cell
-    return cell
-
-
-def unregister_thread() -> None:
-    _THREADS.pop(threading.get_ident(), None)
-
-
-def export_depth() -> int | None:
-    """Depth of the pipeline work on the calling thread, or None for application threads."""
-    cell = _THREADS.get(threading.get_ident())
-    return None if cell is None else cell[0]
 
 
 class Outcome(str, enum.Enum):
@@ -402,10 +371,6 @@ class LanePool:
 
     def live_lanes(self) -> int:
         return self._live
-
-    def waiting(self) -> int:
-        with self.cond:
-            return sum(len(lane.jobs) for lane in self.lanes)
 
     def running(self) -> list[Job]:
         with self.cond:

@@ -1,7 +1,8 @@
 """The pure stages: what a task is, how it is ranked, admitted, queued, ordered and batched.
 
 Owns: :class:`Task` and the priority classes (``_task``), classification of a raw span or log
-record into a task (``_classify``, ``_priority_rules``, ``_tenancy``, ``_boost``), admission and
+record into a task (``_classify``, ``_tenancy``, ``_boost``, and the priority rules: their
+language in ``_rule_syntax``, their compiled matcher in ``_priority_rules``), admission and
 shedding (``_admission``), the queue set (``_queues``), the policies that pick what is exported
 next (``_policies``), the batch former (``_batching``) and the export-cost model (``_cost_model``).
 

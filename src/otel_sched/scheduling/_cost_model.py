@@ -96,7 +96,3 @@ class CostModel:
     def item_seconds(self, cost: int) -> float:
         """An item's share of a typical request: its bytes plus its part of the overhead."""
         return self.per_byte * cost + self.base / self._mean_items
-
-    @property
-    def mean_batch_items(self) -> float:
-        return self._mean_items

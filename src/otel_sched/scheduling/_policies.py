@@ -311,7 +311,25 @@ class _ClassAging:
 # -- the policies ----------------------------------------------------------------------------------
 
 
-class FifoPolicy(Policy):
+class _HeapPolicy(Policy):
+    """Serves the sub-queue whose head has the smallest key; the subclass gives the key."""
+
+    _heap: _HeadHeap
+
+    def activate(self, sq: SubQueue) -> None:
+        self._heap.add(sq)
+
+    def select(self, now: float) -> SubQueue | None:
+        return self._heap.peek()
+
+    def compact(self) -> None:
+        self._heap.compact()
+
+    def run_limit(self, sq: SubQueue, now: float, room: int) -> tuple[int, float]:
+        return self._heap.run_limit(sq, room), math.inf
+
+
+class FifoPolicy(_HeapPolicy):
     """Arrival order across all classes and tenants: the stock processor's order."""
 
     name = "fifo"
@@ -319,20 +337,8 @@ class FifoPolicy(Policy):
     def __init__(self) -> None:
         self._heap = _HeadHeap(lambda t: float(t.seq))
 
-    def activate(self, sq: SubQueue) -> None:
-        self._heap.add(sq)
 
-    def select(self, now: float) -> SubQueue | None:
-        return self._heap.peek()
-
-    def compact(self) -> None:
-        self._heap.compact()
-
-    def run_limit(self, sq: SubQueue, now: float, room: int) -> tuple[int, float]:
-        return self._heap.run_limit(sq, room), math.inf
-
-
-class DeadlinePolicy(Policy):
+class DeadlinePolicy(_HeapPolicy):
     """Earliest deadline first; a task's deadline is its enqueue time plus its class's max age."""
 
     name = "deadline"
@@ -340,20 +346,8 @@ class DeadlinePolicy(Policy):
     def __init__(self) -> None:
         self._heap = _HeadHeap(lambda t: t.deadline)
 
-    def activate(self, sq: SubQueue) -> None:
-        self._heap.add(sq)
 
-    def select(self, now: float) -> SubQueue | None:
-        return self._heap.peek()
-
-    def compact(self) -> None:
-        self._heap.compact()
-
-    def run_limit(self, sq: SubQueue, now: float, room: int) -> tuple[int, float]:
-        return self._heap.run_limit(sq, room), math.inf
-
-
-class PredictivePolicy(Policy):
+class PredictivePolicy(_HeapPolicy):
     """Shortest predicted export time first, with aging.
 
     key = predicted_seconds(cost) + aging_rate * enqueued: waiting one second is
@@ -367,18 +361,6 @@ class PredictivePolicy(Policy):
 
     def __init__(self, predict_seconds: Callable[[int], float], aging_rate: float = 0.01) -> None:
         self._heap = _HeadHeap(lambda t: predict_seconds(t.cost) + aging_rate * t.enqueued)
-
-    def activate(self, sq: SubQueue) -> None:
-        self._heap.add(sq)
-
-    def select(self, now: float) -> SubQueue | None:
-        return self._heap.peek()
-
-    def compact(self) -> None:
-        self._heap.compact()
-
-    def run_limit(self, sq: SubQueue, now: float, room: int) -> tuple[int, float]:
-        return self._heap.run_limit(sq, room), math.inf
 
 
 class _AgedClasses(Policy):

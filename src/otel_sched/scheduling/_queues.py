@@ -231,11 +231,11 @@ class QueueSet:
             del self._subqueues[k]
         return len(dead)
 
+    def mean_cost(self, default: float) -> float:
+        """Mean cost (bytes) of a queued task: what an item is expected to weigh; ``default`` when empty."""
+        return self.nbytes / self.count if self.count else default
+
     def min_seq(self) -> int | None:
         """Smallest queued sequence number (O(number of sub-queues); used by force_flush only)."""
         heads = [sq.tasks[0].seq for sq in self._subqueues.values() if sq.tasks]
-        return min(heads) if heads else None
-
-    def oldest_enqueued(self) -> float | None:
-        heads = [sq.tasks[0].enqueued for sq in self._subqueues.values() if sq.tasks]
         return min(heads) if heads else None
