@@ -6,5 +6,6 @@ or requests; ``_grpc``), the one place that knows the stock OTLP exporters' inte
 and where more exporter instances come from (``_exporters``).
 
 May import: the standard library, the OpenTelemetry SDK and exporters, requests and urllib3,
-``otel_sched._safe``, ``otel_sched._sdk_fields``.  Never imports ``runtime``, ``scheduling``, ``process`` or ``demo``.
+``otel_sched._safe``, ``otel_sched._sdk_fields``.  Never imports ``runtime``, ``scheduling``,
+``process`` or ``demo``.
 """
