@@ -505,6 +505,37 @@ def test_argument_errors() -> None:
 
 
 @pytest.mark.parametrize("signal", SIGNALS)
+def test_senders_take_the_environment_the_stock_exporters_resolved(
+    monkeypatch: pytest.MonkeyPatch, signal: str
+) -> None:
+    """Senders read no OTEL_EXPORTER_OTLP_* themselves: they send with what the stock exporter resolved."""
+    upper = signal.upper()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://generic:4318/")
+    monkeypatch.setenv(f"OTEL_EXPORTER_OTLP_{upper}_HEADERS", "a=1,B=two%20words")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "c=3")
+    monkeypatch.setenv(f"OTEL_EXPORTER_OTLP_{upper}_TIMEOUT", "3")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
+    monkeypatch.setenv(f"OTEL_EXPORTER_OTLP_{upper}_CERTIFICATE", "/ca.pem")
+    http_stock = (HttpSpanExporter if signal == "traces" else HttpLogExporter)()
+    grpc_stock = (GrpcSpanExporter if signal == "traces" else GrpcLogExporter)()
+    http_sender, grpc_sender = sender_for(http_stock), sender_for(grpc_stock)
+    try:
+        assert isinstance(http_sender, HTTPSender) and isinstance(grpc_sender, GRPCSender)
+        assert http_sender.endpoint == f"http://generic:4318/v1/{signal}"
+        assert (http_sender.headers["a"], http_sender.headers["b"]) == ("1", "two words")
+        assert "c" not in http_sender.headers  # the per-signal variable wins, as in stock
+        assert (http_sender.timeout, http_sender.compression) == (3.0, "gzip")
+        assert (http_sender.verify, http_sender.cert) == ("/ca.pem", None)
+        assert (grpc_sender.endpoint, grpc_sender.insecure) == ("generic:4318", True)
+        assert grpc_sender.headers == {"a": "1", "b": "two words"}
+        assert (grpc_sender.timeout, grpc_sender.compression) == (3.0, "gzip")
+    finally:
+        for closeable in (http_sender, grpc_sender, http_stock, grpc_stock):
+            if closeable is not None:
+                closeable.shutdown()
+
+
+@pytest.mark.parametrize("signal", SIGNALS)
 def test_http_from_exporter_sends_with_its_settings(scripted_http: ScriptedHTTP, signal: str) -> None:
     exporter_cls = HttpSpanExporter if signal == "traces" else HttpLogExporter
     exporter = exporter_cls(
