@@ -59,7 +59,7 @@ TIMEOUT = 10.0
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The senders read OTEL_EXPORTER_OTLP_*: no test may see the developer's or CI's values."""
+    """The stock exporters read OTEL_EXPORTER_OTLP_*: no test may see the developer's or CI's values."""
     for name in list(os.environ):
         if name.startswith(("OTEL_EXPORTER_OTLP_", "OTEL_PYTHON_EXPORTER_OTLP_")):
             monkeypatch.delenv(name)

@@ -96,6 +96,12 @@ class PoolTransport:
 
     ``post()`` is for one thread at a time; ``close()`` may come from any thread: it wakes a
     ``post()`` in flight, which then fails.
+
+    Cost (measured on the shared 2-core VM): ~170 us of CPU per 100 KB POST to a loopback server,
+    against ~90-160 us for the hand-written http.client transport this replaced and ~520-690 us
+    through requests; one POST carries ~430-512 spans, so end to end the difference is within
+    noise (bench_cpu_per_span, pipeline threads: 10.9 and 13.2 us per span after, 11.2 and 11.8
+    before), under the 5 % that would justify hand-written HTTP code.
     """
 
     def __init__(self, pool: Any, target: str, headers: dict[str, str], cookie_jar: Any, prepared: Any):
