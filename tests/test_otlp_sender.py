@@ -45,9 +45,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from otel_sched.demo._receiver import OTLPReceiver
-from otel_sched.otlp import _otlp_sender
+from otel_sched.otlp import _sender as _otlp_sender
 from otel_sched.otlp._encoding import encode_logs_request, encode_spans_request
-from otel_sched.otlp._otlp_sender import GRPCSender, HTTPSender, SendResult, sender_for
+from otel_sched.otlp._grpc import GRPCSender
+from otel_sched.otlp._http import HTTPSender
+from otel_sched.otlp._sender import SendResult, sender_for
 
 TRANSPORTS = ["http", "grpc"]
 SIGNALS = ["traces", "logs"]
@@ -57,7 +59,7 @@ TIMEOUT = 10.0
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The senders read OTEL_EXPORTER_OTLP_*: no test may see the developer's or CI's values."""
+    """The stock exporters read OTEL_EXPORTER_OTLP_*: no test may see the developer's or CI's values."""
     for name in list(os.environ):
         if name.startswith(("OTEL_EXPORTER_OTLP_", "OTEL_PYTHON_EXPORTER_OTLP_")):
             monkeypatch.delenv(name)
@@ -499,159 +501,14 @@ def test_argument_errors() -> None:
         sender.shutdown()
 
 
-# -- environment -------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("env", "signal", "endpoint"),
-    [
-        ({}, "traces", "http://localhost:4318/v1/traces"),
-        ({}, "logs", "http://localhost:4318/v1/logs"),
-        (
-            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"},
-            "traces",
-            "http://collector:4318/v1/traces",
-        ),
-        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "https://c:4318/base/"}, "logs", "https://c:4318/base/v1/logs"),
-        (
-            {
-                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://generic:1",
-                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://t:2/x",
-            },
-            "traces",
-            "http://t:2/x",
-        ),
-        (
-            {
-                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://generic:1",
-                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://t:2/x",
-            },
-            "logs",
-            "http://generic:1/v1/logs",
-        ),
-        ({"OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": "http://l:3"}, "logs", "http://l:3"),
-    ],
-)
-def test_http_endpoint_from_env(
-    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], signal: str, endpoint: str
-) -> None:
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    sender = HTTPSender(signal)
-    sender.shutdown()
-    assert sender.endpoint == endpoint
-    assert HTTPSender(signal, endpoint="http://explicit:9/p").endpoint == "http://explicit:9/p"
-
-
-def test_http_settings_from_env(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "Api-Key=generic,other=1")
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "Api-Key=per%20signal, X-Tenant = acme")
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "5")
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "2.5")
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/ca.pem")
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE", "/etc/client.pem")
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/etc/client.key")
-    traces = HTTPSender("traces")
-    logs = HTTPSender("logs")
-    explicit = HTTPSender("traces", headers={"API-KEY": "explicit"}, timeout=1, compression="none")
-    for sender in (traces, logs, explicit):
-        sender.shutdown()
-    # The per-signal variable replaces the generic one entirely; keys are lower-cased.
-    assert traces.headers["api-key"] == "per signal" and traces.headers["x-tenant"] == "acme"
-    assert "other" not in traces.headers
-    assert logs.headers["api-key"] == "generic" and logs.headers["other"] == "1"
-    assert traces.headers["user-agent"].startswith("OTel-OTLP-Exporter-Python/")
-    assert (traces.timeout, logs.timeout) == (2.5, 5.0)
-    assert traces.compression == logs.compression == "gzip"
-    assert traces.headers["content-encoding"] == "gzip"
-    assert traces.verify == logs.verify == "/etc/ca.pem"
-    assert traces.cert == ("/etc/client.pem", "/etc/client.key")
-    assert logs.cert is None  # a key without a certificate is not a client certificate
-    assert explicit.headers["api-key"] == "explicit" and explicit.headers["x-tenant"] == "acme"
-    assert (explicit.timeout, explicit.compression) == (1.0, "none")
-    assert "content-encoding" not in explicit.headers
-
-
-@pytest.mark.parametrize("transport", TRANSPORTS)
-def test_bad_env_values_warn_and_use_defaults(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, transport: str
-) -> None:
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_LOGS_TIMEOUT", "ten")
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "brotli")
-    with caplog.at_level(logging.WARNING, logger=_otlp_sender.__name__):
-        sender = (HTTPSender if transport == "http" else GRPCSender)("logs")
-        sender.shutdown()
-    assert (sender.timeout, sender.compression) == (10.0, "none")
-    messages = [r.getMessage() for r in caplog.records]
-    assert any("OTEL_EXPORTER_OTLP_LOGS_TIMEOUT" in m and "'ten'" in m for m in messages)
-    assert any("OTEL_EXPORTER_OTLP_COMPRESSION" in m and "'brotli'" in m for m in messages)
-
-
-@pytest.mark.parametrize(
-    ("env", "endpoint", "insecure"),
-    [
-        ({}, "localhost:4317", True),
-        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "https://collector:4317"}, "collector:4317", False),
-        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317"}, "collector:4317", True),
-        (
-            {
-                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://generic:1",
-                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://t:2",
-            },
-            "t:2",
-            False,
-        ),
-        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4317"}, "collector:4317", False),
-        (
-            {"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4317", "OTEL_EXPORTER_OTLP_INSECURE": "true"},
-            "collector:4317",
-            True,
-        ),
-        (
-            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:1", "OTEL_EXPORTER_OTLP_TRACES_INSECURE": "false"},
-            "c:1",
-            False,
-        ),
-        # https always means TLS, whatever the INSECURE variables say (as stock).
-        (
-            {"OTEL_EXPORTER_OTLP_ENDPOINT": "https://c:1", "OTEL_EXPORTER_OTLP_TRACES_INSECURE": "true"},
-            "c:1",
-            False,
-        ),
-    ],
-)
-def test_grpc_endpoint_and_insecure_from_env(
-    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], endpoint: str, insecure: bool
-) -> None:
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    sender = GRPCSender("traces")
-    sender.shutdown()
-    assert (sender.endpoint, sender.insecure) == (endpoint, insecure)
-    stock = GrpcSpanExporter()  # the stock exporter resolves the same environment the same way
-    try:
-        assert (stock._endpoint, stock._insecure) == (endpoint, insecure)
-    finally:
-        stock.shutdown()
-
-
-def test_grpc_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "api-key=generic")
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_LOGS_HEADERS", "Api-Key=logs,x-tenant=acme")
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "4")
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_LOGS_COMPRESSION", "gzip")
-    traces, logs = GRPCSender("traces"), GRPCSender("logs")
-    traces.shutdown()
-    logs.shutdown()
-    assert traces.headers == {"api-key": "generic"}
-    assert logs.headers == {"api-key": "logs", "x-tenant": "acme"}
-    assert traces.timeout == logs.timeout == 4.0
-    assert (traces.compression, logs.compression) == ("none", "gzip")
+# -- from_exporter / sender_for ------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("signal", SIGNALS)
-def test_env_resolution_matches_the_stock_exporters(monkeypatch: pytest.MonkeyPatch, signal: str) -> None:
+def test_senders_take_the_environment_the_stock_exporters_resolved(
+    monkeypatch: pytest.MonkeyPatch, signal: str
+) -> None:
+    """Senders read no OTEL_EXPORTER_OTLP_* themselves: they send with what the stock exporter resolved."""
     upper = signal.upper()
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://generic:4318/")
     monkeypatch.setenv(f"OTEL_EXPORTER_OTLP_{upper}_HEADERS", "a=1,B=two%20words")
@@ -661,30 +518,21 @@ def test_env_resolution_matches_the_stock_exporters(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv(f"OTEL_EXPORTER_OTLP_{upper}_CERTIFICATE", "/ca.pem")
     http_stock = (HttpSpanExporter if signal == "traces" else HttpLogExporter)()
     grpc_stock = (GrpcSpanExporter if signal == "traces" else GrpcLogExporter)()
-    pairs: list[tuple[Any, Any]] = [
-        (HTTPSender(signal), HTTPSender.from_exporter(http_stock)),
-        (GRPCSender(signal), GRPCSender.from_exporter(grpc_stock)),
-    ]
+    http_sender, grpc_sender = sender_for(http_stock), sender_for(grpc_stock)
     try:
-        for ours, theirs in pairs:
-            assert ours.endpoint == theirs.endpoint
-            assert ours.headers == theirs.headers
-            assert (ours.timeout, ours.compression) == (theirs.timeout, theirs.compression)
-        http_ours, http_theirs = pairs[0]
-        assert http_ours.endpoint == f"http://generic:4318/v1/{signal}"
-        assert (
-            (http_ours.verify, http_ours.cert) == (http_theirs.verify, http_theirs.cert) == ("/ca.pem", None)
-        )
-        assert pairs[1][0].insecure == pairs[1][1].insecure is True
+        assert isinstance(http_sender, HTTPSender) and isinstance(grpc_sender, GRPCSender)
+        assert http_sender.endpoint == f"http://generic:4318/v1/{signal}"
+        assert (http_sender.headers["a"], http_sender.headers["b"]) == ("1", "two words")
+        assert "c" not in http_sender.headers  # the per-signal variable wins, as in stock
+        assert (http_sender.timeout, http_sender.compression) == (3.0, "gzip")
+        assert (http_sender.verify, http_sender.cert) == ("/ca.pem", None)
+        assert (grpc_sender.endpoint, grpc_sender.insecure) == ("generic:4318", True)
+        assert grpc_sender.headers == {"a": "1", "b": "two words"}
+        assert (grpc_sender.timeout, grpc_sender.compression) == (3.0, "gzip")
     finally:
-        for ours, theirs in pairs:
-            ours.shutdown()
-            theirs.shutdown()
-        http_stock.shutdown()
-        grpc_stock.shutdown()
-
-
-# -- from_exporter / sender_for ------------------------------------------------------------------------
+        for closeable in (http_sender, grpc_sender, http_stock, grpc_stock):
+            if closeable is not None:
+                closeable.shutdown()
 
 
 @pytest.mark.parametrize("signal", SIGNALS)
@@ -1049,7 +897,6 @@ class _SessionSubclass(requests.Session):
     [
         "session",
         "session_subclass",
-        "credential_provider",
         "session_proxies",
         "session_auth",
         "netrc",
@@ -1071,10 +918,6 @@ def test_requests_is_kept_where_it_would_do_more_than_a_post(
     elif case == "session_subclass":
         exporter = HttpSpanExporter(endpoint=url, session=_SessionSubclass())
         sender = HTTPSender.from_exporter(exporter)
-    elif case == "credential_provider":
-        monkeypatch.setenv("OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER", "test-provider")
-        monkeypatch.setattr(_otlp_sender, "_load_credential_provider", lambda name: requests.Session())
-        sender = HTTPSender("traces", endpoint=url)
     elif case in ("session_proxies", "session_auth"):
         exporter = HttpSpanExporter(endpoint=url)
         session = exporter._client._transport._session

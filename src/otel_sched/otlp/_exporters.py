@@ -38,19 +38,11 @@ from typing import Any
 from urllib.parse import urlparse
 
 from .._safe import describe, safe_url, type_name
+from . import _stock
 
 __all__ = ["ExporterSpec", "FastPath", "assemble_tasks", "build_spec", "is_async", "parse_endpoints"]
 
 _logger = logging.getLogger(__name__)
-
-_HTTP_MODULES = (
-    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
-    "opentelemetry.exporter.otlp.proto.http._log_exporter",
-)
-_GRPC_MODULES = (
-    "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
-    "opentelemetry.exporter.otlp.proto.grpc._log_exporter",
-)
 
 
 def is_async(exporter: Any) -> bool:
@@ -60,46 +52,9 @@ def is_async(exporter: Any) -> bool:
     )
 
 
-def _kind(exporter: Any) -> str | None:
-    module = type(exporter).__module__
-    if module.startswith(_HTTP_MODULES):
-        return "http"
-    if module.startswith(_GRPC_MODULES):
-        return "grpc"
-    return None
-
-
 def _signal_path(exporter: Any) -> str:
-    return "v1/logs" if "_log_exporter" in type(exporter).__module__ else "v1/traces"
-
-
-def _http_clone(exporter: Any, endpoint: str | None) -> Any:
-    client = exporter._client
-    session = client._transport._session
-    headers = {k: v for k, v in client._headers.items() if k.lower() != "content-encoding"}
-    clone = type(exporter)(
-        endpoint=endpoint or exporter._endpoint,
-        headers=headers,
-        timeout=client._timeout,
-        compression=exporter._compression,
-    )
-    clone_session = clone._client._transport._session
-    clone_session.verify = session.verify
-    clone_session.cert = session.cert
-    return clone
-
-
-def _grpc_clone(exporter: Any, endpoint: str | None) -> Any:
-    return type(exporter)(
-        endpoint=endpoint or exporter._endpoint,
-        insecure=exporter._insecure,
-        credentials=exporter._credentials,
-        headers=exporter._headers,
-        timeout=exporter._timeout,
-        compression=exporter._compression,
-        channel_options=exporter._channel_options,
-        retryable_error_codes=exporter._retryable_error_codes,
-    )
+    kind = _stock.stock_kind(exporter)
+    return "v1/logs" if kind is not None and kind[1] == "logs" else "v1/traces"
 
 
 def _signal_url(exporter: Any, endpoint: str) -> str:
@@ -144,8 +99,9 @@ class ExporterSpec:
         send anywhere.
         """
         urls = list(self.endpoints)
-        if not urls and self.cloneable and isinstance(getattr(self.first, "_endpoint", None), str):
-            urls = [self.first._endpoint]
+        if not urls and self.cloneable:
+            first = _stock.endpoint(self.first)
+            urls = [first] if first is not None else []
         netlocs = {urlparse(url if "://" in url else f"//{url}").netloc.lower() for url in urls}
         return frozenset(netlocs) if netlocs and "" not in netlocs else None
 
@@ -158,11 +114,10 @@ class ExporterSpec:
                 raise ValueError(f"exporter_factory {factory} raised {type_name(exc)}") from exc
             _check(made, f"exporter_factory {type_name(self._factory)} returned")
             return made
-        kind = _kind(self.first)
-        if kind == "http":
-            return _http_clone(self.first, _signal_url(self.first, endpoint) if endpoint else None)
-        if kind == "grpc":
-            return _grpc_clone(self.first, endpoint)
+        kind = _stock.stock_kind(self.first)
+        if kind is not None:
+            url = _signal_url(self.first, endpoint) if endpoint and kind[0] == "http" else endpoint
+            return _stock.clone(self.first, url)
         raise TypeError(f"{type(self.first).__name__} cannot be multiplied: pass exporter_factory=")
 
 
@@ -208,9 +163,9 @@ def build_spec(exporter: Any, factory: Callable[..., Any] | None, endpoints: lis
         except (TypeError, ValueError):
             takes_endpoint = False
     cloneable = False
-    if factory is None and _kind(exporter) is not None:
+    if factory is None and _stock.stock_kind(exporter) is not None:
         try:
-            probe = (_http_clone if _kind(exporter) == "http" else _grpc_clone)(exporter, None)
+            probe = _stock.clone(exporter, None)
             probe.shutdown()
             cloneable = True
         except Exception as exc:  # noqa: BLE001 - internals changed: fall back to one lane, and say why
@@ -234,7 +189,7 @@ class FastPath:
 
     Replaces ``exporter.export(items)`` for stock OTLP exporters: the items were encoded
     once on the scheduler thread, so a batch is assembled under its resource/scope
-    envelopes without re-encoding and sent by a :mod:`~otel_sched.otlp._otlp_sender` sender
+    envelopes without re-encoding and sent by a :mod:`~otel_sched.otlp._sender` sender
     (one attempt; the pipeline owns retries).  ``exporter`` is the stock instance it
     stands in for: it is only shut down with the lane.
     """
@@ -301,7 +256,7 @@ def assemble_tasks(assemble: Callable[[Any], bytes], batch: Sequence[Any]) -> by
 
 def fast_path_for(exporter: Any, signal: str) -> FastPath | None:
     """A FastPath standing in for ``exporter`` when it is a stock OTLP exporter, else None."""
-    from ._otlp_sender import sender_for
+    from ._sender import sender_for
 
     sender = sender_for(exporter)
     return None if sender is None else FastPath(sender, exporter, signal)
