@@ -44,17 +44,9 @@ def classifier(native: bool, rules: Any = None, tenant_key: str | None = None) -
     )
 
 
-def fields(task: Task) -> tuple[Any, ...]:
-    return (
-        task.item,
-        task.priority,
-        task.tenant,
-        task.cost,
-        task.trace_id,
-        task.enqueued,
-        task.deadline,
-        task.seq,
-    )
+def fields(task: Task) -> dict[str, Any]:
+    # Every slot: the compiled classifier fills them without running Task.__init__.
+    return {name: getattr(task, name) for name in Task.__slots__}
 
 
 @SETTINGS
@@ -129,3 +121,27 @@ def test_what_it_does_not_read_goes_to_the_python_classifier_on_the_same_sequenc
 def test_other_configurations_keep_the_python_classifier(rules: Any, tenant_key: str | None) -> None:
     native, python = classifier(True, rules, tenant_key).classifier(), classifier(False).classifier()
     assert type(native) is type(python)
+
+
+def test_a_task_class_of_another_shape_is_called_instead() -> None:
+    def task(*args: Any) -> Any:  # not a slotted class: called with the eight fields
+        return args
+
+    def fallback(item: Any, now: float) -> Any:
+        raise AssertionError("an SDK span is classified natively")
+
+    assert _encoding.span_classifier_native is not None
+    classify = _encoding.span_classifier_native(
+        task, deadline_for(MAX_AGE), {}, iter([7]), DEFAULT_TENANT, StatusCode.ERROR, 2, 1, fallback
+    )
+    item = span()
+    assert classify(item, 1.0) == (
+        item,
+        1,
+        DEFAULT_TENANT,
+        estimate_span_bytes(item),
+        item.context.trace_id,
+        1.0,
+        31.0,
+        7,
+    )

@@ -20,6 +20,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -843,7 +844,58 @@ typedef struct {
     PyObject *error;    /* StatusCode.ERROR */
     long high, normal;
     PyObject *fallback; /* the Python classify(item, now) */
+    int direct;         /* Task's slots are filled in place (task_layout), not through __init__ */
+    Py_ssize_t offsets[11];
 } SpanClassifier;
+
+/* Task.__init__'s fields, in its argument order: a task built here fills each slot with what
+ * __init__ would assign (the last three are its defaults). */
+static const char *const task_slots[11] = {"item", "priority", "tenant", "cost", "trace_id", "enqueued",
+                                           "deadline", "seq", "encoded", "depth", "envelope"};
+
+/* 1 with offsets set when ``task`` is a plain slotted class with exactly task_slots (object's
+ * __new__, no __dict__): its instances can be built without running __init__'s Python frame.
+ * 0 otherwise: Task changed, and the class is called instead. */
+static int task_layout(PyObject *task, Py_ssize_t *offsets) {
+    if (!PyType_Check(task)) return 0;
+    PyTypeObject *tp = (PyTypeObject *)task;
+    if (tp->tp_new != PyBaseObject_Type.tp_new || tp->tp_alloc != PyType_GenericAlloc || tp->tp_dictoffset != 0)
+        return 0;
+    PyObject *slots = PyObject_GetAttrString(task, "__slots__");
+    if (slots == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int ok = PyTuple_CheckExact(slots) && PyTuple_GET_SIZE(slots) == 11;
+    for (int i = 0; ok && i < 11; i++) {
+        PyObject *name = PyUnicode_FromString(task_slots[i]);
+        ok = name != NULL && PySequence_Contains(slots, name) == 1;
+        PyObject *d = ok ? PyObject_GetAttr(task, name) : NULL;
+        Py_XDECREF(name);
+        ok = d != NULL && Py_IS_TYPE(d, &PyMemberDescr_Type) &&
+             ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX &&
+             ((PyMemberDescrObject *)d)->d_common.d_type == tp;
+        if (ok) offsets[i] = ((PyMemberDescrObject *)d)->d_member->offset;
+        Py_XDECREF(d);
+    }
+    Py_DECREF(slots);
+    PyErr_Clear();
+    return ok;
+}
+
+static PyObject *new_task(SpanClassifier *self, PyObject *const *fields) {
+    if (!self->direct) return PyObject_Vectorcall(self->task, fields, 8, NULL);
+    PyTypeObject *tp = (PyTypeObject *)self->task;
+    PyObject *task = tp->tp_alloc(tp, 0);
+    if (task == NULL) return NULL;
+    PyObject *zero = PyLong_FromLong(0); /* a cached small int: cannot fail */
+    for (int i = 0; i < 11; i++) {
+        PyObject *v = i < 8 ? fields[i] : (i == 9 ? zero : Py_None);
+        *(PyObject **)((char *)task + self->offsets[i]) = Py_NewRef(v);
+    }
+    Py_DECREF(zero);
+    return task;
+}
 
 static int sc_traverse(SpanClassifier *self, visitproc visit, void *arg) {
     Py_VISIT(self->task);
@@ -950,7 +1002,7 @@ static PyObject *sc_call(PyObject *op, PyObject *const *args, size_t nargsf, PyO
     PyObject *task = NULL;
     if ((fields[1] = PyLong_FromLong(priority)) != NULL && (fields[3] = PyLong_FromSsize_t(cost)) != NULL &&
         (fields[6] = PyFloat_FromDouble(deadline)) != NULL && (fields[7] = PyIter_Next(self->counter)) != NULL)
-        task = PyObject_Vectorcall(self->task, fields, 8, NULL);
+        task = new_task(self, fields);
     else if (!PyErr_Occurred())
         PyErr_SetString(PyExc_RuntimeError, "the sequence counter is exhausted");
     Py_DECREF(trace_id);
@@ -1001,6 +1053,7 @@ static PyObject *span_classifier(PyObject *self, PyObject *args) {
     sc->high = high;
     sc->normal = normal;
     sc->fallback = Py_NewRef(fallback);
+    sc->direct = task_layout(task, sc->offsets);
     PyObject_GC_Track(sc);
     return (PyObject *)sc;
 }
