@@ -37,5 +37,5 @@ assert m.__file__.startswith(os.environ["SCRATCH"]), f"not the AddressSanitizer 
 assert "libasan" in open("/proc/self/maps").read(), "AddressSanitizer is not loaded"
 print("AddressSanitizer build:", m.__file__)
 PY
-"$python" -m pytest -q -p no:cacheprovider tests/test_native_encoder.py tests/test_encoding.py "$@"
+"$python" -m pytest -q -p no:cacheprovider tests/test_native_encoder.py tests/test_encoding.py tests/test_native_classify.py "$@"
 echo "asan_encoder.sh: ran clean under AddressSanitizer"

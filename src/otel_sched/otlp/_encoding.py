@@ -88,7 +88,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags, TraceState
 from opentelemetry.trace.status import Status, StatusCode
 
-from .._sdk_fields import FAST_ATTRIBUTES, FAST_SPAN, SPAN_FIELDS
+from .._sdk_fields import FAST_ATTRIBUTES, FAST_SPAN, FAST_SPANS, SPAN_FIELDS
 
 __all__ = [
     "EncodingError",
@@ -103,9 +103,11 @@ __all__ = [
     "encode_span_native",
     "encode_span_python",
     "encode_spans_request",
+    "estimate_span_native",
     "log_envelopes",
     "resource_envelope",
     "scope_envelope",
+    "span_classifier_native",
     "span_envelopes",
 ]
 
@@ -845,6 +847,8 @@ if not SPAN_FIELDS:  # it reads the same private fields
 if _speedups is None:
     encode_span_native: Callable[[ReadableSpan], bytes] | None = None
     try_encode_span_native: Callable[[ReadableSpan], bytes | None] | None = None
+    estimate_span_native: Callable[[Any], int | None] | None = None
+    span_classifier_native: Callable[..., Any] | None = None
 else:
     _speedups.configure(
         encode_span_python,
@@ -861,6 +865,10 @@ else:
     )
     encode_span_native = _speedups.encode_span
     try_encode_span_native = _speedups.try_encode_span
+    # scheduling._classify.estimate_span_bytes in C for the spans it reads (None: the Python one decides).
+    _speedups.configure_estimate(FAST_SPANS)
+    estimate_span_native = _speedups.estimate_span
+    span_classifier_native = _speedups.span_classifier  # scheduling._classify.Classifier.classifier, in C
 
 encode_span: Callable[[ReadableSpan], bytes] = encode_span_native or encode_span_python
 """Serialized ``opentelemetry.proto.trace.v1.Span`` message for an ended ``span``: the compiled

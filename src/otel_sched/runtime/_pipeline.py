@@ -53,7 +53,9 @@ from ..otlp._encoding import (
     encode_span,
     encode_span_native,
     encode_span_python,
+    estimate_span_native,
     log_envelopes,
+    span_classifier_native,
     span_envelopes,
 )
 from ..otlp._exporters import ExporterSpec, assemble_tasks, build_spec, fast_path_for
@@ -321,6 +323,10 @@ class Pipeline:
             self.tenants,
             deadline_for(cfg.max_age_millis),
             cfg.inherit_priority,
+            native_estimate=estimate_span_native if cfg.native_encoder else None,
+            native_classifier=(
+                span_classifier_native if cfg.native_encoder and self._priority_of.status_rule_only else None
+            ),
         )
         self.stats = Stats(cfg.max_tenants)
         if cfg.signal is Signal.TRACES:

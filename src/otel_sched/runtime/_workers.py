@@ -209,6 +209,9 @@ class Lane:
                     outcome = Outcome.RETRYABLE if result.retryable else Outcome.FAILURE
             else:
                 outcome = _outcome_of(self.exporter.export([t.item for t in job.batch]), self.exporter)
+                if outcome is Outcome.SUCCESS:  # delivered: the items die here, young, not a hand-off later
+                    for task in job.batch:
+                        task.item = None
         except BaseException:  # an exporter that raises (even SystemExit) must not kill the lane
             _logger.exception(
                 "Exporter %s raised while exporting %d items", type(self.exporter).__name__, len(job.batch)
