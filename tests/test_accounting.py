@@ -252,7 +252,8 @@ def test_coordinator_snapshot_survives_pipelines_joining_and_leaving() -> None:
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_coordinator_lock_held_at_fork_does_not_deadlock_the_child() -> None:
-    from otel_sched.process import _coordinator, _workers
+    from otel_sched.process import _coordinator
+    from otel_sched.runtime import _workers
 
     coord = _coordinator.coordinator()
     exporter = RecordingExporter()
