@@ -35,16 +35,13 @@ from ._workers import Job, Lane, Outcome
 if TYPE_CHECKING:
     from .._config import Config
     from ..durability._bridge import SpoolBridge
-    from ..scheduling._batching import BatchFormer
-    from ..scheduling._cost_model import CostModel
-    from ..scheduling._queues import QueueSet
-    from ._concurrency import AIMDController, ModeMachine
+    from ..scheduling._task import Signal
+    from ._builders import Lanes, Stages
+    from ._concurrency import ModeMachine
     from ._intake import Intake, _Bell
     from ._ledger import Ledger
     from ._metrics import SelfMetrics, Stats
-    from ._routing import Router
     from ._standing import Standing
-    from ._workers import LanePool
 
 # The pipeline's one logger (its name is what applications configure), whichever module logs.
 _logger = logging.getLogger("otel_sched.runtime._pipeline")
@@ -65,6 +62,20 @@ _FAILED = {
 Completion = tuple[Lane, Job, Outcome, float]
 
 
+def _note_mode(signal: Signal, modes: ModeMachine, mode: Mode | None) -> None:
+    if mode is None:
+        return
+    if mode is Mode.DEGRADED:
+        _logger.warning(
+            "otel-sched %s pipeline: every export endpoint is failing; degraded mode: probing every "
+            "%.1fs, shedding by priority meanwhile",
+            signal.value,
+            modes.backoff,
+        )
+    else:
+        _logger.warning("otel-sched %s pipeline: export mode is now %s", signal.value, mode.value)
+
+
 def completion_sink(
     completions: deque[Completion], bell: _Bell
 ) -> Callable[[Lane, Job, Outcome, float], None]:
@@ -77,6 +88,18 @@ def completion_sink(
     return lane_done
 
 
+def _replay_job(bridge: SpoolBridge, now: float, endpoint: int) -> Job | None:
+    """A job for the oldest spooled batch (its request body as it was stored), or None."""
+    row = bridge.take()
+    if row is None:
+        return None
+    task = Task(None, row.priority, row.tenant, row.cost, 0, now, math.inf, 0)
+    job = Job([task], 0, endpoint)
+    job.body = row.payload
+    job.spooled = row
+    return job
+
+
 class Dispatcher:
     """Starts jobs on lanes when they may start, and settles each job's outcome exactly once."""
 
@@ -84,47 +107,34 @@ class Dispatcher:
         self,
         owner: Any,
         config: Config,
+        stages: Stages,
+        lanes: Lanes,
         completions: deque[Completion],
-        pool: LanePool,
-        router: Router,
-        controller: AIMDController,
-        modes: ModeMachine,
-        queues: QueueSet,
-        former: BatchFormer,
-        policy: Any,
         stats: Stats,
         metrics: SelfMetrics,
-        cost_model: CostModel,
         ledger: Ledger,
         bridge: SpoolBridge,
         standing: Standing,
         intake: Intake,
         can_multiply: bool,
-        copies_in_flight: int,
-        task_overhead: int,
     ) -> None:
         self.owner = owner  # the pipeline: the coordinator's key for this member
         self.config = config
         self.signal = config.signal
         self.completions = completions  # appended by lanes (completion_sink), popped here
-        self.pool = pool
-        self.router = router
-        self.controller = controller
-        self.modes = modes
-        self.queues = queues
-        self.former = former
-        self.policy = policy
-        self.stats = stats
-        self.metrics = metrics
-        self.cost_model = cost_model
-        self.ledger = ledger
-        self.bridge = bridge
-        self.standing = standing
-        self.intake = intake
+        self.pool, self.router, self.controller, self.modes = (
+            lanes.pool,
+            lanes.router,
+            lanes.controller,
+            lanes.modes,
+        )
+        self.queues, self.former, self.policy = stages.queues, stages.former, stages.policy
+        self.cost_model = stages.cost_model
+        self.stats, self.metrics, self.ledger, self.bridge = stats, metrics, ledger, bridge
+        self.standing, self.intake = standing, intake
         self.can_multiply = can_multiply  # a timed-out lane can be replaced by a fresh exporter
         # Copies of a batch's bytes while it is sent (see flight_bytes), and a Task's own bytes.
-        self.copies_in_flight = copies_in_flight
-        self.task_overhead = task_overhead
+        self.copies_in_flight, self.task_overhead = lanes.copies_in_flight, lanes.task_overhead
         self.timeout = config.export_timeout_millis / 1000.0
         self.retries: deque[Job] = deque()  # failed batches waiting for an endpoint to take them again
         self.hung: set[Lane] = set()  # timed out, no replacement possible: wait for the call to return
@@ -190,16 +200,6 @@ class Dispatcher:
             any(r.kind != "flush" for r in pending), self.queues.count >= self.former.max_items
         )
 
-    def _replay_job(self, now: float, endpoint: int) -> Job | None:
-        row = self.bridge.take()
-        if row is None:
-            return None
-        task = Task(None, row.priority, row.tenant, row.cost, 0, now, math.inf, 0)
-        job = Job([task], 0, endpoint)
-        job.body = row.payload
-        job.spooled = row
-        return job
-
     def dispatch(self, now: float, pending: list[Any]) -> None:
         """Start every job that may start now: retries first, then a spooled batch when one is due,
         then the batch the policy forms.  ``pending``: the flush/shutdown requests waiting."""
@@ -227,7 +227,7 @@ class Dispatcher:
                 endpoint = self.router.pick(now)
                 if endpoint is None:
                     break
-                replay = self._replay_job(now, endpoint)
+                replay = _replay_job(bridge, now, endpoint)
                 if replay is None:
                     continue
                 job = replay
@@ -307,7 +307,7 @@ class Dispatcher:
             else:
                 feedback = Feedback.THROTTLED if detail is not None and detail.throttled else Feedback.ERROR
             self.controller.observe(now, seconds, feedback, retry_after)
-            self._note_mode(self.modes.on_result(now, ok, self.router.all_down(now)))
+            _note_mode(self.signal, self.modes, self.modes.on_result(now, ok, self.router.all_down(now)))
             if job.spooled is not None:
                 self.bridge.finish_replay(job.spooled, ok)
                 continue
@@ -333,19 +333,6 @@ class Dispatcher:
                 continue
             self.in_flight -= len(job.batch)
             self._finish_batch(job, outcome, seconds)
-
-    def _note_mode(self, mode: Mode | None) -> None:
-        if mode is None:
-            return
-        if mode is Mode.DEGRADED:
-            _logger.warning(
-                "otel-sched %s pipeline: every export endpoint is failing; degraded mode: probing every "
-                "%.1fs, shedding by priority meanwhile",
-                self.signal.value,
-                self.modes.backoff,
-            )
-        else:
-            _logger.warning("otel-sched %s pipeline: export mode is now %s", self.signal.value, mode.value)
 
     def _finish_batch(self, job: Job, outcome: Outcome, seconds: float) -> None:
         stats = self.stats
@@ -384,7 +371,7 @@ class Dispatcher:
             self.router.record(job.endpoint, now, False, now - job.started_at)
             self.pool.endpoint_ok[job.endpoint] = False
             self.controller.observe(now, now - job.started_at, Feedback.TIMEOUT)
-            self._note_mode(self.modes.on_result(now, False, self.router.all_down(now)))
+            _note_mode(self.signal, self.modes, self.modes.on_result(now, False, self.router.all_down(now)))
             if lane.asynchronous:
                 action = "cancelled it"
                 self.pool.cancel_async(lane)
@@ -420,18 +407,3 @@ class Dispatcher:
             submitted.extend((t, "shutdown_timeout") for t in job.batch)
         self.retries.clear()
         return submitted
-
-    def stuck(self) -> bool:
-        """Nothing can move: every live lane is hung (and could not be replaced), none is running a
-        job within its timeout.  Waiting longer for a flush or shutdown would only wait."""
-        if self.pool.live_lanes() > len(self.hung):
-            return False
-        return not any(not job.timed_out for job in self.pool.running())
-
-    def covers(self, target: int) -> bool:
-        """No queued or in-flight task has a seq at or below ``target``."""
-        low = self.queues.min_seq()
-        if low is not None and low <= target:
-            return False
-        jobs = [*self.retries, *self.pool.pending()]
-        return not any(not job.timed_out and min(t.seq for t in job.batch) <= target for job in jobs)

@@ -33,12 +33,9 @@ from ..scheduling._tenancy import Released
 from ._workers import export_depth
 
 if TYPE_CHECKING:
-    from ..scheduling._admission import Admission
-    from ..scheduling._batching import BatchFormer
-    from ..scheduling._classify import Classifier, TenantRegistry
-    from ..scheduling._queues import QueueSet
     from ..scheduling._task import Signal, Task
     from ..scheduling._tenancy import Holder
+    from ._builders import Stages
     from ._ledger import Ledger
     from ._metrics import Stats
     from ._standing import Standing
@@ -286,11 +283,7 @@ class IntakeDrain:
         self,
         signal: Signal,
         intake: Intake,
-        classifier: Classifier,
-        tenants: TenantRegistry,
-        admission: Admission,
-        queues: QueueSet,
-        former: BatchFormer,
+        stages: Stages,
         holder: Holder | None,
         standing: Standing,
         ledger: Ledger,
@@ -299,11 +292,9 @@ class IntakeDrain:
     ) -> None:
         self.signal = signal
         self.intake = intake
-        self.classifier = classifier
-        self.tenants = tenants
-        self.admission = admission
-        self.queues = queues
-        self.former = former
+        self.classifier = classifier = stages.classifier
+        self.tenants, self.admission = stages.tenants, stages.admission
+        self.queues, self.former = stages.queues, stages.former
         self.holder = holder
         self.standing = standing
         self.ledger = ledger

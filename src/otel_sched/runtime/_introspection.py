@@ -22,9 +22,10 @@ if TYPE_CHECKING:
 
 def encoder_name(pipeline: Pipeline) -> str | None:
     """Which encoder the fast path uses: "native" (compiled), "python", or None off the fast path."""
-    if not pipeline._fast:
+    if not pipeline.lanes.fast:
         return None
-    if pipeline._encode is encode_span_native or pipeline._encode is encode_log_native:
+    encode = pipeline.stages.encode
+    if encode is encode_span_native or encode is encode_log_native:
         return "native"
     return "python"
 
@@ -56,7 +57,7 @@ def balance(pipeline: Pipeline) -> dict[str, Any]:
             "exported": stats.exported - stats.replayed_items,
             "dropped": sum(stats.dropped.values()) + app,
             "spooled": stats.spooled_items,
-            "queued": pipeline.queues.count,
+            "queued": pipeline.stages.queues.count,
             "intake": intake,
             "in_flight": pipeline.dispatcher.in_flight,
         }
@@ -68,10 +69,11 @@ def balance(pipeline: Pipeline) -> dict[str, Any]:
 def snapshot(pipeline: Pipeline) -> dict[str, Any]:
     p = pipeline
     terms = balance(p)
-    queues, pool, controller, dispatcher = p.queues, p.pool, p.controller, p.dispatcher
+    stages, lanes, dispatcher = p.stages, p.lanes, p.dispatcher
+    queues, pool, controller = stages.queues, lanes.pool, lanes.controller
     by_class = list(queues.class_count)
     by_tenant = queues.tenant_count.copy()
-    snap = p.stats.snapshot(by_class, by_tenant, p._weight_of)
+    snap = p.stats.snapshot(by_class, by_tenant, stages.weight_of)
     # Spans held for their tenant are offered and not classified yet: in "intake" for the balance.
     held = 0 if p.holder is None else p.holder.count
     snap.update(
@@ -79,7 +81,7 @@ def snapshot(pipeline: Pipeline) -> dict[str, Any]:
             "signal": p.signal.value,
             "name": p.name,
             "policy": p.config.policy,
-            "mode": "shutdown" if p.intake.closed else p.modes.mode.value,
+            "mode": "shutdown" if p.intake.closed else lanes.modes.mode.value,
             "received": terms["received"],
             "balance": terms,
             "queued": queues.count,
@@ -109,11 +111,11 @@ def snapshot(pipeline: Pipeline) -> dict[str, Any]:
                     "in_flight": ep.in_flight,
                     "consecutive_failures": ep.failures,
                 }
-                for ep in p.router.endpoints
+                for ep in lanes.router.endpoints
             ],
             "retried_batches": p.stats.retried,
             "rejected_by_collector": p.stats.rejected,
-            "otlp_fast_path": p._fast,
+            "otlp_fast_path": lanes.fast,
             "encoder": encoder_name(p),
             "spool": p.bridge.snapshot(),
             **p.standing.snapshot(),
@@ -122,16 +124,16 @@ def snapshot(pipeline: Pipeline) -> dict[str, Any]:
                 "blocked": pool.loop_blocked,
             },
             "cost_model": {
-                "base_ms": p.cost_model.base * 1000.0,
-                "per_kib_ms": p.cost_model.per_byte * 1024 * 1000.0,
-                "samples": p.cost_model.samples,
+                "base_ms": stages.cost_model.base * 1000.0,
+                "per_kib_ms": stages.cost_model.per_byte * 1024 * 1000.0,
+                "samples": stages.cost_model.samples,
             },
             "tenants": {
-                "tracked": len(p.tenants),
-                "overflowed": p.tenants.overflowed,
-                "retired": p.tenants.retired,
-                "missing_key": p.classifier.tenant_missing,
-                "inherited": p.classifier.tenant_inherited,
+                "tracked": len(stages.tenants),
+                "overflowed": stages.tenants.overflowed,
+                "retired": stages.tenants.retired,
+                "missing_key": stages.classifier.tenant_missing,
+                "inherited": stages.classifier.tenant_inherited,
                 "held": held,
                 "held_released_unresolved": 0 if p.holder is None else p.holder.timeouts,
             },

@@ -181,10 +181,9 @@ class Lifecycle:
         """Answer what is covered or past its deadline; True when the pipeline has finished shutting down."""
         finished = False
         still: list[_Request] = []
-        dispatcher = self.dispatcher
-        stuck = bool(self.pending) and dispatcher.stuck()
+        stuck = bool(self.pending) and self._stuck()
         for request in self.pending:
-            if dispatcher.covers(request.target or 0):
+            if self._covered(request):
                 request.ok = True
             elif now < request.deadline and not stuck:
                 still.append(request)
@@ -213,6 +212,22 @@ class Lifecycle:
             self.pending = []
             self.pool.stop()
         return finished
+
+    def _covered(self, request: _Request) -> bool:
+        """No queued or in-flight task has a seq at or below the request's target."""
+        target = request.target or 0
+        low = self.queues.min_seq()
+        if low is not None and low <= target:
+            return False
+        jobs = [*self.dispatcher.retries, *self.pool.pending()]
+        return not any(not job.timed_out and min(t.seq for t in job.batch) <= target for job in jobs)
+
+    def _stuck(self) -> bool:
+        """Nothing can move: every live lane is hung (and could not be replaced), none is running a
+        job within its timeout.  Waiting longer for a flush or shutdown would only wait."""
+        if self.pool.live_lanes() > len(self.dispatcher.hung):
+            return False
+        return not any(not job.timed_out for job in self.pool.running())
 
     def _abandon(self) -> None:
         """Shutdown ends: spool (spool on) or count as ``shutdown_timeout`` everything still held --

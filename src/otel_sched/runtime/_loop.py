@@ -25,10 +25,8 @@ from ._workers import register_thread, unregister_thread
 if TYPE_CHECKING:
     from .._config import Config
     from ..durability._bridge import SpoolBridge
-    from ..scheduling._batching import BatchFormer
-    from ..scheduling._classify import Classifier
-    from ..scheduling._queues import QueueSet
     from ..scheduling._tenancy import Holder
+    from ._builders import Stages
     from ._dispatch import Dispatcher
     from ._intake import Intake, IntakeDrain
     from ._ledger import Ledger
@@ -54,9 +52,7 @@ class SchedulerLoop:
         lifecycle: Lifecycle,
         ledger: Ledger,
         bridge: SpoolBridge,
-        classifier: Classifier,
-        queues: QueueSet,
-        former: BatchFormer,
+        stages: Stages,
         holder: Holder | None,
         metrics: SelfMetrics,
     ) -> None:
@@ -69,9 +65,7 @@ class SchedulerLoop:
         self.lifecycle = lifecycle
         self.ledger = ledger
         self.bridge = bridge
-        self.classifier = classifier
-        self.queues = queues
-        self.former = former
+        self.classifier, self.queues, self.former = stages.classifier, stages.queues, stages.former
         self.holder = holder
         self.metrics = metrics
         # Held by the scheduler thread across each step: snapshot() reads the balance between steps,

@@ -24,11 +24,9 @@ from ._intake import _intake_batch
 
 if TYPE_CHECKING:
     from .._config import Config
-    from ..scheduling._batching import BatchFormer
-    from ..scheduling._cost_model import CostModel
-    from ..scheduling._queues import QueueSet
     from ..scheduling._task import Task
     from ..scheduling._tenancy import Holder
+    from ._builders import Lanes, Stages
     from ._dispatch import Dispatcher
     from ._intake import Intake
     from ._ledger import Ledger
@@ -57,13 +55,10 @@ class Standing:
         config: Config,
         intake: Intake,
         holder: Holder | None,
-        queues: QueueSet,
-        former: BatchFormer,
-        cost_model: CostModel,
+        stages: Stages,
+        lanes: Lanes,
         stats: Stats,
         ledger: Ledger,
-        task_overhead: int,
-        raw_overhead: int,
     ) -> None:
         cfg = config
         self.owner = owner  # the pipeline: the coordinator's key for this member
@@ -71,15 +66,12 @@ class Standing:
         self.signal = config.signal
         self.intake = intake
         self.holder = holder
-        self.queues = queues
-        self.former = former
-        self.cost_model = cost_model
+        self.queues, self.former, self.cost_model = stages.queues, stages.former, stages.cost_model
         self.stats = stats
         self.ledger = ledger
         # Bytes a queued item holds beyond its encoded size (the Task, and before encoding the raw
         # SDK object), and an unclassified item beyond its payload: the budget is about RSS.
-        self.task_overhead = task_overhead
-        self.raw_overhead = raw_overhead
+        self.task_overhead, self.raw_overhead = lanes.task_overhead, lanes.raw_overhead
         # The process-wide decisions, as of the last report.  level only changes in coordinate().
         self.level = MemoryLevel.NORMAL
         self.lane_cap = 1 << 30  # lanes this pipeline may keep busy
