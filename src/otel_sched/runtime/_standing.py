@@ -6,7 +6,8 @@ delays, classes refused and shed), the lane cap and the turns to send when conte
 batch factor, and self-tuning of the batch shape.
 
 Threads: the scheduler thread only (``snapshot()`` reads it between two steps); the coordinator
-calls ``threads()`` from whichever pipeline's scheduler reports.
+calls the ``threads`` callable given to :meth:`Standing.join` from whichever pipeline's scheduler
+reports.
 """
 
 from __future__ import annotations
