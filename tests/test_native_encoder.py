@@ -253,7 +253,7 @@ class _Keep(LogRecordProcessor):
 
 
 def test_native_handles_the_log_records_the_sdk_makes() -> None:
-    from otel_sched.runtime._pipeline import _readable_log  # the pipeline's conversion, as on its thread
+    from otel_sched.runtime._intake import _readable_log  # the pipeline's conversion, as on its thread
 
     keep = _Keep()
     provider = LoggerProvider(resource=Resource.create({"service.name": "svc"}))

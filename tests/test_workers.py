@@ -337,7 +337,7 @@ def test_a_hanging_async_export_is_cancelled_at_its_timeout() -> None:
 
 
 def test_the_schedulers_bell_wakes_once_per_ring_and_across_threads() -> None:
-    from otel_sched.runtime._pipeline import _Bell
+    from otel_sched.runtime._intake import _Bell
 
     bell = _Bell()
     assert bell.wait(0) is False  # not rung
@@ -369,7 +369,7 @@ def test_the_intake_wake_threshold_follows_the_collectors_settings() -> None:
     # twentieth of the young generation's threshold, and rarely when the collector is off.
     import gc
 
-    from otel_sched.runtime._pipeline import _intake_batch
+    from otel_sched.runtime._intake import _intake_batch
 
     saved, enabled = gc.get_threshold(), gc.isenabled()
     try:

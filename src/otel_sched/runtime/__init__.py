@@ -1,7 +1,10 @@
 """The threads: the scheduler loop and everything that moves tasks from the intake to an exporter.
 
-Owns: the pipeline (``_pipeline``: intake, the scheduler loop, dispatch, retries, completions,
-hang handling, flush, shutdown, fork and exit), the lanes and the asyncio loop that call exporters
+Owns: the pipeline, a composition root (``_pipeline``) over its components -- the intake
+(``_intake``), the scheduler loop (``_loop``), dispatch with retries, completions and hang handling
+(``_dispatch``), the drop ledger (``_ledger``), the standing in the process-wide level
+(``_standing``), flush, shutdown, fork and exit (``_lifecycle``), ``stats()`` (``_introspection``)
+and their builders (``_builders``) -- the lanes and the asyncio loop that call exporters
 (``_workers``), adaptive concurrency (``_concurrency``), routing among endpoints (``_routing``)
 and the counters behind ``stats()`` and the self-metrics (``_metrics``).
 
