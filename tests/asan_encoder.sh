@@ -22,9 +22,13 @@ git ls-files -z | xargs -0 cp --parents -t "$scratch"
 libasan="$("$cc" -print-file-name=libasan.so)"
 [ -e "$libasan" ] || { echo "asan_encoder.sh: $cc has no libasan" >&2; exit 2; }
 (
+    # Built as pip builds it (an isolated build environment with the setuptools pyproject.toml
+    # asks for), then the extension is taken out of the wheel into the scratch tree.
     cd "$scratch"
     CC="$cc" CFLAGS="-fsanitize=address -fno-omit-frame-pointer -g -O1" LDFLAGS="-fsanitize=address" \
-        "$python" setup.py --quiet build_ext --inplace
+        "$python" -m pip wheel --quiet --no-deps --wheel-dir "$scratch/.wheel" .
+    "$python" -m zipfile -e "$scratch"/.wheel/*.whl "$scratch/.wheel/unpacked"
+    cp "$scratch"/.wheel/unpacked/otel_sched/otlp/_speedups*.so src/otel_sched/otlp/
 )
 
 cd "$scratch"
