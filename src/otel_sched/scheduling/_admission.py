@@ -157,29 +157,19 @@ class Admission:
         """:meth:`admit` each task of ``runs`` in order; a run is consecutive arrivals of one class
         and tenant.  Returns what was dropped.
 
-        Below the pressure mark (with the runs in), where :meth:`admit` can neither drop nor shed,
-        each run is pushed and accounted at once: the same queues, order and drops.
+        Below half full (with the runs in), where :meth:`admit` can neither drop, shed nor track
+        who is heaviest, each run is pushed and accounted at once: the same queues, order and
+        drops.  From half full on, tasks go one by one: who is heaviest is an approximation whose
+        answer depends on when each tenant's growth was noted, so it is noted per task, as
+        :meth:`admit` notes it, and shedding picks the same victims either way.
         """
         sizes = [sum(map(_cost_of, run)) for run in runs]
         count, nbytes = queues.count + sum(map(len, runs)), queues.nbytes + sum(sizes)
-        if count < self._pressure_count and nbytes < self._pressure_bytes:
-            # Nothing can be dropped (no bound reached, no trace shed below the pressure mark):
-            # push each run at once; who is heaviest is updated per run, not per task.
+        if count < self._track_count and nbytes < self._track_bytes:
             push_run = queues.push_run
             for run, size in zip(runs, sizes, strict=True):
                 push_run(run, size)
-            if count < self._track_count and nbytes < self._track_bytes:
-                self._tracking = False
-            elif not self._tracking:
-                self._tracking = True
-                for c, heaviest in enumerate(self._heaviest):
-                    heaviest.reset(queues.usage[c], self._weight_of)
-            else:
-                weight_of = self._weight_of
-                for run in runs:
-                    first = run[0]
-                    c, tenant = first.priority, first.tenant
-                    self._heaviest[c].grew(tenant, queues.usage[c].get(tenant, 0) / weight_of(tenant))
+            self._tracking = False
             return []
         drops: list[Drop] = []
         admit = self.admit
