@@ -107,7 +107,6 @@ __all__ = [
     "log_envelopes",
     "resource_envelope",
     "scope_envelope",
-    "span_classifier_native",
     "span_envelopes",
 ]
 
@@ -848,7 +847,6 @@ if _speedups is None:
     encode_span_native: Callable[[ReadableSpan], bytes] | None = None
     try_encode_span_native: Callable[[ReadableSpan], bytes | None] | None = None
     estimate_span_native: Callable[[Any], int | None] | None = None
-    span_classifier_native: Callable[..., Any] | None = None
 else:
     _speedups.configure(
         encode_span_python,
@@ -868,7 +866,6 @@ else:
     # scheduling._classify.estimate_span_bytes in C for the spans it reads (None: the Python one decides).
     _speedups.configure_estimate(FAST_SPANS)
     estimate_span_native = _speedups.estimate_span
-    span_classifier_native = _speedups.span_classifier  # scheduling._classify.Classifier.classifier, in C
 
 encode_span: Callable[[ReadableSpan], bytes] = encode_span_native or encode_span_python
 """Serialized ``opentelemetry.proto.trace.v1.Span`` message for an ended ``span``: the compiled

@@ -20,7 +20,6 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <structmember.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -825,238 +824,6 @@ static PyObject *configure_estimate(PyObject *self, PyObject *fast_spans) {
     Py_RETURN_NONE;
 }
 
-/* -- classification (scheduling._classify.Classifier.classifier, default configuration) -------
- *
- * For traces without a tenant key, inherit_priority or priority rules of the user's: priority
- * is HIGH for an ERROR status, else NORMAL (raised by a mark_trace_important() mark), the tenant
- * is the default one and the cost the size estimate.  The same Task as the Python closure, which
- * it calls for everything else (another class, an unusual field): one C call per span instead of
- * five Python frames. */
-
-typedef struct {
-    PyObject_HEAD
-    vectorcallfunc vectorcall;
-    PyObject *task;     /* the Task class */
-    PyObject *max_age;  /* list: max age in seconds per class (floats) */
-    PyObject *marked;   /* dict: trace id -> class (scheduling._boost) */
-    PyObject *counter;  /* itertools.count: the classifier's sequence numbers */
-    PyObject *tenant;   /* the default tenant */
-    PyObject *error;    /* StatusCode.ERROR */
-    long high, normal;
-    PyObject *fallback; /* the Python classify(item, now) */
-    int direct;         /* Task's slots are filled in place (task_layout), not through __init__ */
-    Py_ssize_t offsets[11];
-} SpanClassifier;
-
-/* Task.__init__'s fields, in its argument order: a task built here fills each slot with what
- * __init__ would assign (the last three are its defaults). */
-static const char *const task_slots[11] = {"item", "priority", "tenant", "cost", "trace_id", "enqueued",
-                                           "deadline", "seq", "encoded", "depth", "envelope"};
-
-/* 1 with offsets set when ``task`` is a plain slotted class with exactly task_slots (object's
- * __new__, no __dict__): its instances can be built without running __init__'s Python frame.
- * 0 otherwise: Task changed, and the class is called instead. */
-static int task_layout(PyObject *task, Py_ssize_t *offsets) {
-    if (!PyType_Check(task)) return 0;
-    PyTypeObject *tp = (PyTypeObject *)task;
-    if (tp->tp_new != PyBaseObject_Type.tp_new || tp->tp_alloc != PyType_GenericAlloc || tp->tp_dictoffset != 0)
-        return 0;
-    PyObject *slots = PyObject_GetAttrString(task, "__slots__");
-    if (slots == NULL) {
-        PyErr_Clear();
-        return 0;
-    }
-    int ok = PyTuple_CheckExact(slots) && PyTuple_GET_SIZE(slots) == 11;
-    for (int i = 0; ok && i < 11; i++) {
-        PyObject *name = PyUnicode_FromString(task_slots[i]);
-        ok = name != NULL && PySequence_Contains(slots, name) == 1;
-        PyObject *d = ok ? PyObject_GetAttr(task, name) : NULL;
-        Py_XDECREF(name);
-        ok = d != NULL && Py_IS_TYPE(d, &PyMemberDescr_Type) &&
-             ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX &&
-             ((PyMemberDescrObject *)d)->d_common.d_type == tp;
-        if (ok) offsets[i] = ((PyMemberDescrObject *)d)->d_member->offset;
-        Py_XDECREF(d);
-    }
-    Py_DECREF(slots);
-    PyErr_Clear();
-    return ok;
-}
-
-static PyObject *new_task(SpanClassifier *self, PyObject *const *fields) {
-    if (!self->direct) return PyObject_Vectorcall(self->task, fields, 8, NULL);
-    PyTypeObject *tp = (PyTypeObject *)self->task;
-    PyObject *task = tp->tp_alloc(tp, 0);
-    if (task == NULL) return NULL;
-    PyObject *zero = PyLong_FromLong(0); /* a cached small int: cannot fail */
-    for (int i = 0; i < 11; i++) {
-        PyObject *v = i < 8 ? fields[i] : (i == 9 ? zero : Py_None);
-        *(PyObject **)((char *)task + self->offsets[i]) = Py_NewRef(v);
-    }
-    Py_DECREF(zero);
-    return task;
-}
-
-static int sc_traverse(SpanClassifier *self, visitproc visit, void *arg) {
-    Py_VISIT(self->task);
-    Py_VISIT(self->max_age);
-    Py_VISIT(self->marked);
-    Py_VISIT(self->counter);
-    Py_VISIT(self->tenant);
-    Py_VISIT(self->error);
-    Py_VISIT(self->fallback);
-    return 0;
-}
-
-static int sc_clear(SpanClassifier *self) {
-    Py_CLEAR(self->task);
-    Py_CLEAR(self->max_age);
-    Py_CLEAR(self->marked);
-    Py_CLEAR(self->counter);
-    Py_CLEAR(self->tenant);
-    Py_CLEAR(self->error);
-    Py_CLEAR(self->fallback);
-    return 0;
-}
-
-static void sc_dealloc(SpanClassifier *self) {
-    PyObject_GC_UnTrack(self);
-    sc_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-/* The task's fields; FALLBACK: the Python closure classifies the item. */
-static int sc_fields(SpanClassifier *self, PyObject *item, double now, long *priority, PyObject **trace_id,
-                     Py_ssize_t *cost, double *deadline) {
-    int fast = PySet_Contains(g_fast_spans, (PyObject *)Py_TYPE(item));
-    if (fast <= 0) {
-        PyErr_Clear();
-        return FALLBACK;
-    }
-    PyObject *status = attr(item, s_status);
-    if (status == NULL) return FALLBACK;
-    PyObject *code = Py_TYPE(status) == g_status ? attr(status, s_status_code) : NULL;
-    Py_DECREF(status);
-    if (code == NULL) return FALLBACK;
-    long p = code == self->error ? self->high : self->normal;
-    Py_DECREF(code);
-    PyObject *ctx = attr(item, s_context);
-    if (ctx == NULL) return FALLBACK;
-    PyObject *tid;
-    if (ctx == Py_None) {
-        tid = PyLong_FromLong(0);
-    } else if (Py_TYPE(ctx) == g_span_context && PyTuple_GET_SIZE(ctx) >= 1 &&
-               PyLong_CheckExact(PyTuple_GET_ITEM(ctx, 0))) {
-        tid = PyTuple_GET_ITEM(ctx, 0);
-        Py_INCREF(tid);
-    } else {
-        tid = NULL;
-    }
-    Py_DECREF(ctx);
-    if (tid == NULL) {
-        PyErr_Clear();
-        return FALLBACK;
-    }
-    if (PyDict_GET_SIZE(self->marked) && PyObject_IsTrue(tid) == 1) { /* a mark raises the class */
-        PyObject *mark = PyDict_GetItemWithError(self->marked, tid);
-        if (mark != NULL) {
-            if (!PyLong_CheckExact(mark)) goto fallback;
-            long m = PyLong_AsLong(mark);
-            if (m == -1 && PyErr_Occurred()) goto fallback;
-            if (m > p) p = m;
-        } else if (PyErr_Occurred()) {
-            goto fallback;
-        }
-    }
-    if (p < 0 || p >= PyList_GET_SIZE(self->max_age)) goto fallback;
-    PyObject *age = PyList_GET_ITEM(self->max_age, p);
-    if (!PyFloat_CheckExact(age)) goto fallback;
-    Py_ssize_t n = est_span(item);
-    if (n < 0) goto fallback;
-    *priority = p;
-    *trace_id = tid;
-    *cost = n > 0 ? n : 1;
-    *deadline = now + PyFloat_AS_DOUBLE(age);
-    return OK;
-fallback:
-    PyErr_Clear();
-    Py_DECREF(tid);
-    return FALLBACK;
-}
-
-static PyObject *sc_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
-    SpanClassifier *self = (SpanClassifier *)op;
-    if (PyVectorcall_NARGS(nargsf) != 2 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames))) {
-        PyErr_SetString(PyExc_TypeError, "classify(item, now) takes two positional arguments");
-        return NULL;
-    }
-    PyObject *item = args[0], *now = args[1];
-    long priority;
-    PyObject *trace_id = NULL;
-    Py_ssize_t cost;
-    double deadline;
-    if (!PyFloat_CheckExact(now) || g_fast_spans == NULL ||
-        sc_fields(self, item, PyFloat_AS_DOUBLE(now), &priority, &trace_id, &cost, &deadline) != OK)
-        return PyObject_Vectorcall(self->fallback, args, 2, NULL);
-    PyObject *fields[8] = {item, NULL, self->tenant, NULL, trace_id, now, NULL, NULL};
-    PyObject *task = NULL;
-    if ((fields[1] = PyLong_FromLong(priority)) != NULL && (fields[3] = PyLong_FromSsize_t(cost)) != NULL &&
-        (fields[6] = PyFloat_FromDouble(deadline)) != NULL && (fields[7] = PyIter_Next(self->counter)) != NULL)
-        task = new_task(self, fields);
-    else if (!PyErr_Occurred())
-        PyErr_SetString(PyExc_RuntimeError, "the sequence counter is exhausted");
-    Py_DECREF(trace_id);
-    Py_XDECREF(fields[1]);
-    Py_XDECREF(fields[3]);
-    Py_XDECREF(fields[6]);
-    Py_XDECREF(fields[7]);
-    return task;
-}
-
-static PyTypeObject SpanClassifierType = {
-    .ob_base = PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "otel_sched.otlp._speedups.SpanClassifier",
-    .tp_basicsize = sizeof(SpanClassifier),
-    .tp_dealloc = (destructor)sc_dealloc,
-    .tp_vectorcall_offset = offsetof(SpanClassifier, vectorcall),
-    .tp_call = PyVectorcall_Call,
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_doc = "classify(item, now) -> Task: see span_classifier().",
-    .tp_traverse = (traverseproc)sc_traverse,
-    .tp_clear = (inquiry)sc_clear,
-};
-
-static PyObject *span_classifier(PyObject *self, PyObject *args) {
-    (void)self;
-    PyObject *task, *max_age, *marked, *counter, *tenant, *error, *fallback;
-    long high, normal;
-    if (!PyArg_ParseTuple(args, "OO!O!OUOllO:span_classifier", &task, &PyList_Type, &max_age, &PyDict_Type,
-                          &marked, &counter, &tenant, &error, &high, &normal, &fallback))
-        return NULL;
-    if (!PyCallable_Check(task) || !PyCallable_Check(fallback) || !PyIter_Check(counter)) {
-        PyErr_SetString(PyExc_TypeError, "span_classifier(): task and fallback must be callable, counter an iterator");
-        return NULL;
-    }
-    if (g_fast_spans == NULL || g_status == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "otel_sched.otlp._speedups.configure_estimate() was not called");
-        return NULL;
-    }
-    SpanClassifier *sc = PyObject_GC_New(SpanClassifier, &SpanClassifierType);
-    if (sc == NULL) return NULL;
-    sc->vectorcall = sc_call;
-    sc->task = Py_NewRef(task);
-    sc->max_age = Py_NewRef(max_age);
-    sc->marked = Py_NewRef(marked);
-    sc->counter = Py_NewRef(counter);
-    sc->tenant = Py_NewRef(tenant);
-    sc->error = Py_NewRef(error);
-    sc->high = high;
-    sc->normal = normal;
-    sc->fallback = Py_NewRef(fallback);
-    sc->direct = task_layout(task, sc->offsets);
-    PyObject_GC_Track(sc);
-    return (PyObject *)sc;
-}
 
 static PyObject *encoded(int (*put)(Buf *, PyObject *), PyObject *item) {
     Buf b;
@@ -1193,10 +960,6 @@ static PyMethodDef methods[] = {
     {"estimate_span", estimate_span, METH_O,
      "estimate_span(span)\n--\n\nscheduling._classify.estimate_span_bytes(span), or None where this "
      "module leaves the span to it (a class or a value it does not read)."},
-    {"span_classifier", span_classifier, METH_VARARGS,
-     "span_classifier(task, max_age, marked, counter, tenant, error, high, normal, fallback)\n--\n\n"
-     "classify(span, now) for the default configuration (see the source); everything it does not "
-     "read goes to fallback(span, now)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1238,7 +1001,6 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     INTERN(s_span_id, "span_id");
     INTERN(s_event_name, "event_name");
     if ((g_sixty_four = PyLong_FromLong(64)) == NULL) return NULL;
-    if (PyType_Ready(&SpanClassifierType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
 #ifdef Py_GIL_DISABLED
     /* Py_mod_gil for a single-phase module.  The encoder reads an item's containers without locking

@@ -1,4 +1,4 @@
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry.sdk._logs import ReadableLogRecord
@@ -32,15 +32,3 @@ def encode_log(record: ReadableLogRecord, /) -> bytes: ...
 def try_encode_log(record: ReadableLogRecord, /) -> bytes | None: ...
 def configure_estimate(fast_spans: frozenset[type], /) -> None: ...
 def estimate_span(span: Any, /) -> int | None: ...
-def span_classifier(
-    task: type,
-    max_age: list[float],
-    marked: dict[int, int],
-    counter: Iterator[int],
-    tenant: str,
-    error: Any,
-    high: int,
-    normal: int,
-    fallback: Callable[[Any, float], Any],
-    /,
-) -> Callable[[Any, float], Any]: ...

@@ -18,7 +18,6 @@ from ..otlp._encoding import (
     encode_span_python,
     estimate_span_native,
     log_envelopes,
-    span_classifier_native,
     span_envelopes,
 )
 from ..otlp._exporters import ExporterSpec, fast_path_for
@@ -52,8 +51,7 @@ class Stages(NamedTuple):
     envelopes: Callable[[Any], Any]
 
 
-def build_stages(cfg: Config, priority: Callable[..., Any], status_rule_only: bool) -> Stages:
-    """``status_rule_only``: the rules are the default ones alone, which the compiled classifier knows."""
+def build_stages(cfg: Config, priority: Callable[..., Any]) -> Stages:
     weights = dict(cfg.tenant_weights)
 
     def weight_of(tenant: str) -> float:
@@ -76,7 +74,6 @@ def build_stages(cfg: Config, priority: Callable[..., Any], status_rule_only: bo
         deadline_for(cfg.max_age_millis),
         cfg.inherit_priority,
         native_estimate=estimate_span_native if cfg.native_encoder else None,
-        native_classifier=(span_classifier_native if cfg.native_encoder and status_rule_only else None),
     )
     encode: Callable[[Any], bytes]
     if cfg.signal is Signal.TRACES:

@@ -97,9 +97,7 @@ class Pipeline:
 
     def _build(self) -> None:
         cfg = self.config
-        self.stages = stages = build_stages(
-            cfg, self._priority_of.function(), self._priority_of.status_rule_only
-        )
+        self.stages = stages = build_stages(cfg, self._priority_of.function())
         self.admission, self.queues = stages.admission, stages.queues  # (reached by tests and metrics)
         self.stats = Stats(cfg.max_tenants)
         self.metrics = SelfMetrics(

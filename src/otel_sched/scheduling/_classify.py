@@ -23,7 +23,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from opentelemetry.trace import SpanContext, StatusCode
+from opentelemetry.trace import SpanContext
 
 from .._sdk_fields import FAST_SPAN, FAST_SPANS
 from ._boost import _MARKED, mark_trace
@@ -207,7 +207,6 @@ class Classifier:
         max_age_seconds: list[float],
         inherit_priority: bool = False,
         native_estimate: Callable[[Any], int | None] | None = None,
-        native_classifier: Callable[..., Callable[[Any, float], Task]] | None = None,
     ) -> None:
         self._signal = signal
         self._priority_of = priority_of
@@ -216,7 +215,7 @@ class Classifier:
         self.resolver = TenantResolver(parse_tenant_sources(tenant_key) if tenant_key else ())
         self._tenants = tenants
         self._max_age = max_age_seconds
-        self._seqs = itertools.count(1)  # shared with the compiled classifier
+        self._seqs = itertools.count(1)
         self.tenant_missing = 0  # items without the tenant attribute (a key that never matches shows here)
         self._tenant_of = self._tenant_lookup(tenant_key)
         self._trace_id: Callable[[Any], int] = self._trace_id_of(signal)
@@ -227,13 +226,6 @@ class Classifier:
         # to it: a third of the per-span classification time in Python.
         self._first_estimate: Callable[[Any], int | None] = (
             native_estimate if native_estimate is not None and signal is Signal.TRACES else self._estimate
-        )
-        # The compiled classifier reads what the default configuration needs (the caller passes it
-        # only where the priority rules are the default ones): spans, no tenant key, no inheritance.
-        self._native_classifier = (
-            native_classifier
-            if signal is Signal.TRACES and tenant_key is None and not inherit_priority
-            else None
         )
 
     def use_exact_cost(self) -> None:
@@ -315,19 +307,6 @@ class Classifier:
                 seq,
             )
 
-        if self._native_classifier is not None and self._estimate is not _unit_cost:
-            # The same tasks in one C call per span; what it does not read goes to ``classify``.
-            return self._native_classifier(
-                Task,
-                max_age,
-                marked_traces,
-                self._seqs,
-                DEFAULT_TENANT,
-                StatusCode.ERROR,
-                _HIGH,
-                _NORMAL,
-                classify,
-            )
         return classify
 
     def encoding_classifier(
