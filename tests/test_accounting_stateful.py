@@ -139,12 +139,22 @@ class Accounting(RuleBasedStateMachine):
         return self.exporter
 
     # A shutdown timeout shorter than the export timeout gives up on a batch still in flight.
-    @initialize(signal_name=st.sampled_from(["traces", "logs"]), shutdown_millis=st.sampled_from([150, 1500]))
-    def start(self, signal_name: str, shutdown_millis: int) -> None:
+    # Without a tenant key, spans on the SDK exporter path may go in express batches (never queued).
+    @initialize(
+        signal_name=st.sampled_from(["traces", "logs"]),
+        shutdown_millis=st.sampled_from([150, 1500]),
+        tenants=st.booleans(),
+    )
+    def start(self, signal_name: str, shutdown_millis: int, tenants: bool) -> None:
+        self.setup(signal_name, shutdown_millis, tenants)
+
+    def setup(self, signal_name: str, shutdown_millis: int, tenants: bool) -> None:
         self.signal = signal_name
         exporter = self.make_exporter(signal_name)
         resource = Resource.create({"service.name": "accounting"})
         options = {**_OPTIONS, "shutdown_timeout_millis": shutdown_millis}
+        if not tenants:
+            del options["tenant_key"]
         if self.spool_dir is not None:  # small requests: what is spooled at once spans several
             options.update(spool_dir=self.spool_dir, max_export_batch_bytes=2048)
         if signal_name == "traces":
@@ -183,6 +193,18 @@ class Accounting(RuleBasedStateMachine):
         """Items of one priority and tenant, after scripting how the next export calls go."""
         self.script(steps)
         ids = self.emit(n, high, tenant)
+        self.emitted += n
+        if not self.shut:
+            self.offered.update(ids)
+            _OFFERED.update(ids)
+
+    @rule(n=st.integers(8, 40), steps=st.lists(st.sampled_from(_STEPS), max_size=3))
+    def burst(self, n: int, steps: list[str]) -> None:
+        """Items offered while the scheduler is held between steps: its next step finds whole batches
+        in the intake (spans without a tenant key go in express batches then)."""
+        self.script(steps)
+        with self.processor._pipeline.loop.step_lock:
+            ids = self.emit(n, False, "a")
         self.emitted += n
         if not self.shut:
             self.offered.update(ids)
@@ -323,8 +345,29 @@ class SpooledAccounting(Accounting):
         assert balance["exported"] + balance["dropped"] + balance["spooled"] == balance["received"]
 
 
+class ExpressAccounting(Accounting):
+    """Spans without a tenant key: what a step finds in whole batches in the intake goes express."""
+
+    express_items: ClassVar[int] = 0  # over every example: proof that the machine drove express batches
+
+    @initialize(shutdown_millis=st.sampled_from([150, 1500]))
+    def start(self, shutdown_millis: int) -> None:  # type: ignore[override]  # spans only, no tenant key
+        self.setup("traces", shutdown_millis, tenants=False)
+
+    def teardown(self) -> None:
+        if self.processor is not None:
+            ExpressAccounting.express_items += self.processor.stats()["express_items"]
+        super().teardown()
+
+
 def test_the_balance_holds_under_any_interleaving() -> None:
     run_state_machine_as_test(Accounting, settings=settings(_SETTINGS, max_examples=40))
+
+
+def test_the_balance_holds_with_express_batches() -> None:
+    ExpressAccounting.express_items = 0
+    run_state_machine_as_test(ExpressAccounting, settings=settings(_SETTINGS, max_examples=25))
+    assert ExpressAccounting.express_items > 0
 
 
 def test_the_balance_holds_with_the_spool_on(receiver: OTLPReceiver) -> None:

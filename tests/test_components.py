@@ -151,10 +151,16 @@ def test_spool_bridge_without_the_fast_path_is_off(tmp_path: Path) -> None:
     assert not bridge.replay_due(closing=False, backlogged=False)
 
 
-def test_a_lane_completion_is_queued_and_wakes_the_scheduler() -> None:
+def test_a_lane_completion_is_queued_and_wakes_the_scheduler_unless_it_is_quiet() -> None:
     completions: deque[Any] = deque()
-    bell = _Bell()
-    sink = completion_sink(completions, bell)
+    intake = Intake(100, _error_span, 4)
+    intake.reset(Stats(16))
+    sink = completion_sink(completions, intake)
     sink("lane", "job", Outcome.SUCCESS, 0.5)  # type: ignore[arg-type]
     assert list(completions) == [("lane", "job", Outcome.SUCCESS, 0.5)]
-    assert _rung(bell)
+    assert _rung(intake.bell)
+    # Quiet (spans wait for a full express batch): queued for the next wake-up, which a deadline bounds.
+    intake.quiet = True
+    sink("lane", "job2", Outcome.FAILURE, 0.1)  # type: ignore[arg-type]
+    assert len(completions) == 2
+    assert not _rung(intake.bell)

@@ -27,6 +27,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..process._coordinator import coordinator
+from ..scheduling._classify import DEFAULT_TENANT
+from ..scheduling._express import ExpressBatch, express_runs, express_tasks
 from ..scheduling._task import Task
 from ._concurrency import Mode
 from ._concurrency import Signal as Feedback
@@ -38,7 +40,7 @@ if TYPE_CHECKING:
     from ..scheduling._task import Signal
     from ._builders import Lanes, Stages
     from ._concurrency import ModeMachine
-    from ._intake import Intake, _Bell
+    from ._intake import Intake
     from ._ledger import Ledger
     from ._metrics import SelfMetrics, Stats
     from ._standing import Standing
@@ -77,13 +79,15 @@ def _note_mode(signal: Signal, modes: ModeMachine, mode: Mode | None) -> None:
 
 
 def completion_sink(
-    completions: deque[Completion], bell: _Bell
+    completions: deque[Completion], intake: Intake
 ) -> Callable[[Lane, Job, Outcome, float], None]:
-    """What a lane calls when its job is done (on the lane's thread): queue it, wake the scheduler."""
+    """What a lane calls when its job is done (on the lane's thread): queue it, wake the scheduler
+    (unless it is ``quiet``: then its next wake-up, which a deadline bounds, settles the job)."""
 
     def lane_done(lane: Lane, job: Job, outcome: Outcome, seconds: float) -> None:
         completions.append((lane, job, outcome, seconds))
-        bell.ring()
+        if not intake.quiet:
+            intake.bell.ring()
 
     return lane_done
 
@@ -130,6 +134,7 @@ class Dispatcher:
         )
         self.queues, self.former, self.policy = stages.queues, stages.former, stages.policy
         self.cost_model = stages.cost_model
+        self.classify = stages.classifier.classify  # an express batch's tasks, when it is not delivered
         self.stats, self.metrics, self.ledger, self.bridge = stats, metrics, ledger, bridge
         self.standing, self.intake = standing, intake
         self.can_multiply = can_multiply  # a timed-out lane can be replaced by a fresh exporter
@@ -179,13 +184,17 @@ class Dispatcher:
         average), and at most :data:`_AHEAD_INSTANT` batches per lane: the early decision then
         costs an item arriving meanwhile (a HIGH one too) a few milliseconds at most.  With a
         slower or failing exporter the policy keeps every choice until a lane is free."""
+        return self.queues.count >= self.former.max_items and self.may_wait_ahead(now)
+
+    def may_wait_ahead(self, now: float) -> bool:
+        """:meth:`may_queue_ahead` but for the full batch queued: a batch formed now would wait
+        behind the running ones for a short while only."""
         if self.export_seconds >= _INSTANT:
             return False
         in_flight = self.jobs_in_flight
         lanes = min(self.pool.live_lanes(), self.standing.lane_cap, self.controller.limit)
         return (
             0 < in_flight < (1 + _AHEAD_INSTANT) * lanes
-            and self.queues.count >= self.former.max_items
             and not self.retries
             and not self.hung
             and not self.standing.contended
@@ -217,8 +226,8 @@ class Dispatcher:
                     endpoint = self.router.pick(now)
                 if endpoint is None:  # every other endpoint is out as well: the batch is lost
                     self.retries.popleft()
-                    self.in_flight -= len(job.batch)
-                    self.ledger.drop([(t, "export_failed") for t in job.batch], submitted=True)
+                    self.in_flight -= job.count
+                    self.ledger.drop([(t, "export_failed") for t in self.tasks_of(job)], submitted=True)
                     continue
                 self.retries.popleft()
                 job.routed = job.endpoint = endpoint
@@ -243,12 +252,7 @@ class Dispatcher:
                 job = Job(batch, max(map(_depth_of, batch)), endpoint, self.former.runs)
                 self._note_dispatch(batch, now)
                 self.in_flight += len(batch)
-            self.jobs_in_flight += 1
-            if self.standing.contended:
-                coordinator().charge(self.owner, sum(t.cost for t in job.batch))
-            self.router.started(endpoint)
-            self.controller.dispatched(now)
-            self.pool.submit(job, self.pool.lane_for(endpoint))
+            self._start(job, endpoint, now)
         if bridge.spool is not None and self.modes.mode is Mode.DEGRADED:
             self._spool_queue(now)
         # Wake for a full batch (or intake.batch items) when a job could go; otherwise classify in
@@ -261,6 +265,46 @@ class Dispatcher:
             intake.wake_after = min(intake.batch, max(0, self.former.max_items - self.queues.count - 1))
         else:
             intake.wake_after = 0
+
+    def _start(self, job: Job, endpoint: int, now: float) -> None:
+        self.jobs_in_flight += 1
+        if self.standing.contended:
+            coordinator().charge(self.owner, sum(run[3] for run in job.runs))
+        self.router.started(endpoint)
+        self.controller.dispatched(now)
+        self.pool.submit(job, self.pool.lane_for(endpoint))
+
+    def may_express(self, now: float) -> bool:
+        """An express batch may start now: a lane takes it (or it waits ahead of a busy one for a
+        short while), and no retry or spooled batch goes first."""
+        return (
+            not self.retries
+            and (self.may_dispatch(now) or self.may_wait_ahead(now))
+            and not self.replay_due([])
+        )
+
+    def express(self, batch: ExpressBatch, first_seq: int, now: float) -> None:
+        """Start an express batch (see ``runtime._express``); :meth:`may_express` said it may."""
+        endpoint = self.router.pick(now)
+        if endpoint is None:  # may_express saw one: the balance must not depend on it
+            raise RuntimeError("express batch started with no endpoint to take it")
+        n = len(batch.items)
+        job = Job([], 0, endpoint, express_runs(batch, DEFAULT_TENANT))
+        job.express = True
+        job.items, job.count, job.first_seq = batch.items, n, first_seq
+        self.bridge.live_since_replay += 1
+        self.stats.submitted += n
+        self.stats.express_items += n
+        self.flight_item = batch.nbytes / n
+        self.in_flight += n
+        self._start(job, endpoint, now)
+
+    def tasks_of(self, job: Job) -> list[Task]:
+        """A job's tasks.  An express job's are built now: it was not delivered, and what is not
+        delivered is counted (or spooled) task by task."""
+        if job.express and not job.batch:
+            job.batch = express_tasks(job.items, job.runs, self.classify, job.first_seq, time.monotonic())
+        return job.batch
 
     def _spool_queue(self, now: float) -> None:
         """Degraded: move what is queued into the spool now, so a crash loses as little as possible."""
@@ -314,7 +358,7 @@ class Dispatcher:
             if not ok and self.bridge.spool is not None:
                 # Durable before it is tried again: the batch goes to the spool now, and its replay
                 # (on any endpoint, as the router allows) is the retry.  In memory a kill -9 loses it.
-                self.in_flight -= len(job.batch)
+                self.in_flight -= job.count
                 self._finish_batch(job, outcome, seconds)
                 continue
             if outcome is Outcome.RETRYABLE and job.attempts < _MAX_ATTEMPTS:
@@ -331,26 +375,26 @@ class Dispatcher:
                 self.retries.append(job)  # try another endpoint before giving the batch up
                 self.stats.retried += 1
                 continue
-            self.in_flight -= len(job.batch)
+            self.in_flight -= job.count
             self._finish_batch(job, outcome, seconds)
 
     def _finish_batch(self, job: Job, outcome: Outcome, seconds: float) -> None:
         stats = self.stats
         stats.export_calls += 1
         stats.export_latency.append(seconds)
-        batch = job.batch
         if outcome is Outcome.SUCCESS:
             stats.record_export(job.runs)
             last = self.export_seconds
             self.export_seconds = seconds if last == math.inf else 0.75 * last + 0.25 * seconds
-            self.cost_model.observe(sum(run[3] for run in job.runs), len(batch), seconds)
+            self.cost_model.observe(sum(run[3] for run in job.runs), job.count, seconds)
             self.standing.tune()
             if self.metrics.enabled:
-                self.metrics.exported(len(batch), seconds)
+                self.metrics.exported(job.count, seconds)
             job.batch = []  # the items go now, not when the lane lets go of the job
+            job.items = None
         else:
             stats.export_failures += 1
-            self.ledger.drop([(t, _FAILED[outcome]) for t in batch], submitted=True)
+            self.ledger.drop([(t, _FAILED[outcome]) for t in self.tasks_of(job)], submitted=True)
 
     def check_hung(self, now: float) -> None:
         """Count a job past ``export_timeout_millis`` as ``export_timeout`` and free or replace its lane."""
@@ -365,7 +409,7 @@ class Dispatcher:
             assert lane is not None
             self.jobs_in_flight -= 1
             if job.spooled is None:
-                self.in_flight -= len(job.batch)
+                self.in_flight -= job.count
             self.stats.export_calls += 1
             self.stats.export_failures += 1
             self.router.record(job.endpoint, now, False, now - job.started_at)
@@ -385,13 +429,13 @@ class Dispatcher:
                 "as dropped (export_timeout); %s",
                 type(lane.exporter).__name__,
                 self.config.export_timeout_millis,
-                len(job.batch),
+                job.count,
                 action,
             )
             if job.spooled is not None:
                 self.bridge.finish_replay(job.spooled, False)
             else:
-                self.ledger.drop([(t, "export_timeout") for t in job.batch], submitted=True)
+                self.ledger.drop([(t, "export_timeout") for t in self.tasks_of(job)], submitted=True)
 
     def withdraw(self, jobs: list[Job]) -> list[tuple[Task, str]]:
         """Shutdown ends: give up the retries and the ``jobs`` withdrawn from the lanes; returns their
@@ -403,7 +447,7 @@ class Dispatcher:
             if job.spooled is not None:  # a replay: its row stays in the spool
                 self.bridge.finish_replay(job.spooled, False)
                 continue
-            self.in_flight -= len(job.batch)
-            submitted.extend((t, "shutdown_timeout") for t in job.batch)
+            self.in_flight -= job.count
+            submitted.extend((t, "shutdown_timeout") for t in self.tasks_of(job))
         self.retries.clear()
         return submitted

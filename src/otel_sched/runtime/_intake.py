@@ -198,6 +198,7 @@ class Intake:
         "closed",
         "max_depth",
         "queue",
+        "quiet",
         "sleeping",
         "stats",
         "urgent",
@@ -231,6 +232,9 @@ class Intake:
         self.sleeping = False
         # An append to an intake already holding this many items wakes the scheduler.
         self.wake_after = 0
+        # True: a lane's completion does not wake the scheduler (set by the scheduler while spans
+        # wait for a full express batch: the next wake-up, due by a deadline, settles it).
+        self.quiet = False
         self.batch = _intake_batch()  # see _intake_batch; refreshed by the scheduler
         self.base_cap = self.cap  # the cap at the NORMAL memory level
 

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from ._ledger import Ledger
     from ._metrics import Stats
     from ._pipeline import Pipeline
-    from ._workers import LanePool
+    from ._workers import Job, LanePool
 
 # The pipeline's one logger (its name is what applications configure), whichever module logs.
 _logger = logging.getLogger("otel_sched.runtime._pipeline")
@@ -220,7 +220,7 @@ class Lifecycle:
         if low is not None and low <= target:
             return False
         jobs = [*self.dispatcher.retries, *self.pool.pending()]
-        return not any(not job.timed_out and min(t.seq for t in job.batch) <= target for job in jobs)
+        return not any(not job.timed_out and _first_seq(job) <= target for job in jobs)
 
     def _stuck(self) -> bool:
         """Nothing can move: every live lane is hung (and could not be replaced), none is running a
@@ -345,3 +345,7 @@ def shutdown_all(timeout_s: float = 10.0) -> None:
         pipeline.close_async(deadline)  # all drain at once
     for pipeline in list(_LIVE):
         pipeline.shutdown(max(deadline - time.monotonic(), 0.0))
+
+
+def _first_seq(job: Job) -> int:
+    return job.first_seq if job.express else min(t.seq for t in job.batch)

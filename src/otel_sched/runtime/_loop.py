@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from ..scheduling._tenancy import Holder
     from ._builders import Stages
     from ._dispatch import Dispatcher
+    from ._express import Express
     from ._intake import Intake, IntakeDrain
     from ._ledger import Ledger
     from ._lifecycle import Lifecycle
@@ -55,6 +56,7 @@ class SchedulerLoop:
         stages: Stages,
         holder: Holder | None,
         metrics: SelfMetrics,
+        express: Express | None,
     ) -> None:
         self.config = config
         self.signal = config.signal
@@ -68,6 +70,7 @@ class SchedulerLoop:
         self.classifier, self.queues, self.former = stages.classifier, stages.queues, stages.former
         self.holder = holder
         self.metrics = metrics
+        self.express = express
         # Held by the scheduler thread across each step: snapshot() reads the balance between steps,
         # never half way through moving an item from one term to another.
         self.step_lock = threading.RLock()
@@ -88,7 +91,7 @@ class SchedulerLoop:
                     if now >= due:  # after a full step: also under a load that never lets it sleep
                         deadline = self._next_deadline(now)
                         due = math.inf if deadline is None else deadline
-                    if len(queue) <= intake.wake_after and not completions and not requests:
+                    if len(queue) <= intake.wake_after and (intake.quiet or not completions) and not requests:
                         intake.sleeping = True
                         if len(queue) <= intake.wake_after:  # re-check: an offer may have missed the flag
                             # A little past the deadline, so that what is due is due when we look.
@@ -129,7 +132,7 @@ class SchedulerLoop:
             pending = [job for job in dispatcher.pool.pending() if not job.timed_out]
             dispatcher.jobs_in_flight = len(pending)
             dispatcher.in_flight = sum(
-                len(job.batch) for job in (*pending, *dispatcher.retries) if job.spooled is None
+                job.count for job in (*pending, *dispatcher.retries) if job.spooled is None
             )
             self.ledger.count_lost(self.queues.count, dispatcher.in_flight)
         except Exception:  # pragma: no cover - counting must not take the thread down either
@@ -155,9 +158,11 @@ class SchedulerLoop:
                 drain.drain(now, limit=None)
             lifecycle.accept(self.classifier.last_seq)
         else:
-            drain.drain(now, limit=drain.chunk())
+            self._drain_chunk(now)
         self.dispatcher.check_hung(now)
         self.dispatcher.dispatch(now, lifecycle.pending)
+        if self.express is not None:
+            self.express.after_dispatch(now, bool(lifecycle.requests))
         return lifecycle.settle(now)
 
     def _light_step(self, now: float) -> bool:
@@ -178,13 +183,24 @@ class SchedulerLoop:
             or now >= standing.coordinate_at
         ):
             return False
-        self.drain.drain(now, self.drain.chunk())
+        self._drain_chunk(now)
         if self.former.due(self.queues, now) or standing.held_bytes() >= standing.report_above:
             return False
         if dispatcher.dispatchable:
             intake = self.intake
             intake.wake_after = min(intake.batch, max(0, self.former.max_items - self.queues.count - 1))
         return True
+
+    def _drain_chunk(self, now: float) -> None:
+        """Classify a chunk of the intake: as many items as the queues have room for, or, while
+        nothing is scarce, what completes the queued batch (the rest may go in express batches)."""
+        drain = self.drain
+        if self.express is None:
+            drain.drain(now, drain.chunk())
+            return
+        limit = self.express.drain_limit(now, drain.chunk())
+        if limit:
+            drain.drain(now, limit)
 
     def _next_deadline(self, now: float) -> float | None:
         """When the full step next has time-based work (a batch's delay, a hung export, a pause
@@ -214,6 +230,9 @@ class SchedulerLoop:
                     candidates.append((job.started_at or now) + dispatcher.timeout)
         for request in self.lifecycle.pending:
             candidates.append(request.deadline)
+        waiting = None if self.express is None else self.express.next_deadline()
+        if waiting is not None:  # spans left in the intake for a full express batch
+            candidates.append(waiting)
         held = None if self.holder is None else self.holder.next_deadline()
         if held is not None:
             candidates.append(held)

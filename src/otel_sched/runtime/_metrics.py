@@ -86,6 +86,7 @@ class Stats:
         self.export_calls = 0
         self.export_failures = 0
         self.late_results = 0
+        self.express_items = 0  # sent in express batches (never queued: nothing was scarce)
         self.retried = 0  # batches sent again after a failure
         self.rejected = 0  # items a collector refused in a partial success (counted among exported batches)
         self.spooled_batches = 0
@@ -197,6 +198,7 @@ class Stats:
             "export_calls": self.export_calls,
             "export_failures": self.export_failures,
             "late_results": self.late_results,
+            "express_items": self.express_items,
             "dropped": dropped,
             "dropped_total": sum(dropped.values()),
             "by_priority": by_priority,

@@ -33,6 +33,7 @@ from ..scheduling._task import Signal, Task
 from ..scheduling._tenancy import Holder
 from ._builders import build_lanes, build_stages
 from ._dispatch import Completion, Dispatcher, completion_sink
+from ._express import Express
 from ._intake import MIN_INTAKE, Intake, IntakeDrain, _error_log, _error_span, _readable_log
 from ._intake import snapshot_log as snapshot_log
 from ._intake import snapshot_log_with_context as snapshot_log_with_context
@@ -124,7 +125,7 @@ class Pipeline:
             )
         prefix = f"otel-sched-{cfg.signal.value}"
         completions: deque[Completion] = deque()
-        self.lanes = lanes = build_lanes(self._spec, cfg, prefix, completion_sink(completions, intake.bell))
+        self.lanes = lanes = build_lanes(self._spec, cfg, prefix, completion_sink(completions, intake))
         self.pool = lanes.pool
         self.bridge = SpoolBridge(cfg, self.stats, lanes.fast)
         self.ledger = ledger = Ledger(self.stats, self.metrics, self.bridge)
@@ -164,6 +165,24 @@ class Pipeline:
             self.pool,
             self._exporter if self._spec.endpoints else None,
         )
+        # Spans off the pre-encoded path, classified by their status alone: express batches apply.
+        express = None
+        if (
+            self.holder is None
+            and not lanes.fast
+            and self._priority_of.status_rule_only
+            and not cfg.tenant_key
+        ):
+            express = Express(
+                stages.classifier.express_taker(),
+                intake,
+                stages.queues,
+                stages.former,
+                stages.classifier,
+                dispatcher,
+                standing,
+                ledger,
+            )
         self.loop = SchedulerLoop(
             f"{prefix}-scheduler",
             cfg,
@@ -177,6 +196,7 @@ class Pipeline:
             stages,
             self.holder,
             self.metrics,
+            express,
         )
         self._thread = lifecycle.thread = self.loop.thread
         self._thread.start()

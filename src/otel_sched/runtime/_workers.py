@@ -84,16 +84,25 @@ def _outcome_of(result: Any, exporter: Any) -> Outcome:
 
 
 class Job:
-    """One formed batch on its way to an exporter."""
+    """One formed batch on its way to an exporter.
+
+    An express job (``items`` set, see ``runtime._express``) carries its spans as they came in:
+    ``batch`` stays empty until the dispatcher builds tasks for a batch that was not delivered.
+    ``count`` is the items either way.
+    """
 
     __slots__ = (
         "anywhere",
         "attempts",
         "batch",
         "body",
+        "count",
         "depth",
         "detail",
         "endpoint",
+        "express",
+        "first_seq",
+        "items",
         "lane",
         "routed",
         "runs",
@@ -111,6 +120,11 @@ class Job:
         runs: list[tuple[int, str, int, int]] | None = None,
     ) -> None:
         self.batch = batch
+        self.count = len(batch)
+        self.express = False
+        # An express job's spans, until a lane delivers them (the tasks are built only if it does not).
+        self.items: list[Any] | None = None
+        self.first_seq = 0  # an express job's first item's seq (its items' seqs follow in order)
         self.depth = depth
         self.routed = routed  # endpoint the scheduler chose (its in-flight count was raised)
         self.endpoint = routed  # endpoint it was actually sent to
@@ -207,6 +221,11 @@ class Lane:
                     outcome = Outcome.SUCCESS
                 else:
                     outcome = Outcome.RETRYABLE if result.retryable else Outcome.FAILURE
+            elif job.express:
+                # A list of its own, as a formed batch is: a retry sends what the exporter was first given.
+                outcome = _outcome_of(self.exporter.export(list(job.items or ())), self.exporter)
+                if outcome is Outcome.SUCCESS:  # delivered: the items die here, young, not a hand-off later
+                    job.items = None
             else:
                 outcome = _outcome_of(self.exporter.export([t.item for t in job.batch]), self.exporter)
                 if outcome is Outcome.SUCCESS:  # delivered: the items die here, young, not a hand-off later
@@ -214,7 +233,7 @@ class Lane:
                         task.item = None
         except BaseException:  # an exporter that raises (even SystemExit) must not kill the lane
             _logger.exception(
-                "Exporter %s raised while exporting %d items", type(self.exporter).__name__, len(job.batch)
+                "Exporter %s raised while exporting %d items", type(self.exporter).__name__, job.count
             )
             outcome = Outcome.ERROR
         finally:
@@ -224,7 +243,7 @@ class Lane:
     # -- async lanes (run on the pool's loop) ----------------------------------------------------------
 
     async def export_async(self, job: Job) -> None:
-        items = [t.item for t in job.batch]
+        items = list(job.items or ()) if job.express else [t.item for t in job.batch]
         # ``export`` itself when it is a coroutine function (an AsyncMock's is); ``aexport`` only for
         # an exporter whose ``export`` is sync.  Tested as ``is_async`` tests: by what is called.
         method = self.exporter.export

@@ -19,7 +19,7 @@ item is a handful of calls with no configuration branches.
 from __future__ import annotations
 
 import itertools
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -27,6 +27,7 @@ from opentelemetry.trace import SpanContext
 
 from .._sdk_fields import FAST_SPAN, FAST_SPANS
 from ._boost import _MARKED, mark_trace
+from ._express import ExpressBatch, express_taker
 from ._task import PriorityClass, Signal, Task
 from ._tenancy import TenantResolver, parse_tenant_sources
 
@@ -348,6 +349,16 @@ class Classifier:
 
         return classify_encoded
 
+    def express_taker(self) -> Callable[[deque[Any], int, int], ExpressBatch]:
+        """What takes an express batch off the intake, with this classifier's size estimate."""
+        return express_taker(self._first_estimate, self._estimate)
+
+    def reserve(self, n: int) -> int:
+        """Numbers for ``n`` >= 1 items that are not classified (an express batch): the first of them."""
+        first = next(self._seqs)
+        _consume(itertools.islice(self._seqs, n - 1))
+        return first
+
     @property
     def last_seq(self) -> int:
         # repr is "count(N)", N the next number: reading it does not advance the counter.
@@ -368,6 +379,10 @@ def _marking(priority_of: Callable[[Any], int], trace_id_of: Callable[[Any], int
         return value
 
     return priority
+
+
+def _consume(iterator: Any) -> None:
+    deque(iterator, maxlen=0)
 
 
 def _unit_cost(item: Any) -> int:

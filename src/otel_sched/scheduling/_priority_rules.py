@@ -353,6 +353,16 @@ class PriorityClassifier:
                 "a priority rule raised; treating it as no match (counted in errors)", exc_info=True
             )
 
+    @property
+    def status_rule_only(self) -> bool:
+        """For spans, the default rules alone: HIGH for an ERROR status, else NORMAL (what an
+        express batch counts without classifying)."""
+        return (
+            self.signal is Signal.TRACES
+            and self.default is PriorityClass.NORMAL
+            and self.rules == DEFAULT_RULES[:1]
+        )
+
     def function(self) -> Callable[[Any], int]:
         """The classifier as a plain function returning an int, specialised to the rule count.
 
