@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..process._coordinator import coordinator
 from ..scheduling._classify import DEFAULT_TENANT
-from ..scheduling._express import ExpressBatch, express_runs, express_tasks
+from ..scheduling._express import ExpressBatch, express_runs
 from ..scheduling._task import Task
 from ._concurrency import Mode
 from ._concurrency import Signal as Feedback
@@ -227,7 +227,7 @@ class Dispatcher:
                 if endpoint is None:  # every other endpoint is out as well: the batch is lost
                     self.retries.popleft()
                     self.in_flight -= job.count
-                    self.ledger.drop([(t, "export_failed") for t in self.tasks_of(job)], submitted=True)
+                    self.ledger.drop([(t, "export_failed") for t in job.tasks(self.classify)], submitted=True)
                     continue
                 self.retries.popleft()
                 job.routed = job.endpoint = endpoint
@@ -274,17 +274,8 @@ class Dispatcher:
         self.controller.dispatched(now)
         self.pool.submit(job, self.pool.lane_for(endpoint))
 
-    def may_express(self, now: float) -> bool:
-        """An express batch may start now: a lane takes it (or it waits ahead of a busy one for a
-        short while), and no retry or spooled batch goes first."""
-        return (
-            not self.retries
-            and (self.may_dispatch(now) or self.may_wait_ahead(now))
-            and not self.replay_due([])
-        )
-
     def express(self, batch: ExpressBatch, first_seq: int, now: float) -> None:
-        """Start an express batch (see ``runtime._express``); :meth:`may_express` said it may."""
+        """Start an express batch (``runtime._express``, which checked that one may start now)."""
         endpoint = self.router.pick(now)
         if endpoint is None:  # may_express saw one: the balance must not depend on it
             raise RuntimeError("express batch started with no endpoint to take it")
@@ -298,13 +289,6 @@ class Dispatcher:
         self.flight_item = batch.nbytes / n
         self.in_flight += n
         self._start(job, endpoint, now)
-
-    def tasks_of(self, job: Job) -> list[Task]:
-        """A job's tasks.  An express job's are built now: it was not delivered, and what is not
-        delivered is counted (or spooled) task by task."""
-        if job.express and not job.batch:
-            job.batch = express_tasks(job.items, job.runs, self.classify, job.first_seq, time.monotonic())
-        return job.batch
 
     def _spool_queue(self, now: float) -> None:
         """Degraded: move what is queued into the spool now, so a crash loses as little as possible."""
@@ -394,7 +378,7 @@ class Dispatcher:
             job.items = None
         else:
             stats.export_failures += 1
-            self.ledger.drop([(t, _FAILED[outcome]) for t in self.tasks_of(job)], submitted=True)
+            self.ledger.drop([(t, _FAILED[outcome]) for t in job.tasks(self.classify)], submitted=True)
 
     def check_hung(self, now: float) -> None:
         """Count a job past ``export_timeout_millis`` as ``export_timeout`` and free or replace its lane."""
@@ -435,7 +419,7 @@ class Dispatcher:
             if job.spooled is not None:
                 self.bridge.finish_replay(job.spooled, False)
             else:
-                self.ledger.drop([(t, "export_timeout") for t in self.tasks_of(job)], submitted=True)
+                self.ledger.drop([(t, "export_timeout") for t in job.tasks(self.classify)], submitted=True)
 
     def withdraw(self, jobs: list[Job]) -> list[tuple[Task, str]]:
         """Shutdown ends: give up the retries and the ``jobs`` withdrawn from the lanes; returns their
@@ -448,6 +432,6 @@ class Dispatcher:
                 self.bridge.finish_replay(job.spooled, False)
                 continue
             self.in_flight -= job.count
-            submitted.extend((t, "shutdown_timeout") for t in self.tasks_of(job))
+            submitted.extend((t, "shutdown_timeout") for t in job.tasks(self.classify))
         self.retries.clear()
         return submitted

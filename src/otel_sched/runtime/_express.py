@@ -78,7 +78,10 @@ class Express:
             and not _MARKED
             and self.standing.min_priority == 0
             and not self.standing.contended
-            and self.dispatcher.may_express(now)
+            # A lane takes it (or it waits a moment behind a busy one); no retry or spooled batch first.
+            and not self.dispatcher.retries
+            and (self.dispatcher.may_dispatch(now) or self.dispatcher.may_wait_ahead(now))
+            and not self.dispatcher.replay_due([])
         )
 
     def drain_limit(self, now: float, chunk: int) -> int:

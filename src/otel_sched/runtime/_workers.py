@@ -43,6 +43,7 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach,
 
 from .._threads import register_thread, unregister_thread
 from ..otlp._exporters import FastPath
+from ..scheduling._express import express_tasks
 from ..scheduling._task import Task
 
 __all__ = ["Job", "Lane", "LanePool", "Outcome"]
@@ -139,6 +140,13 @@ class Job:
         self.spooled: Any = None  # ... and its spool row
         # (priority, tenant, tasks, bytes) per run of the batch, as the batch former took them
         self.runs = runs if runs is not None else [(t.priority, t.tenant, 1, t.cost) for t in batch]
+
+    def tasks(self, classify: Callable[[Any, float], Task]) -> list[Task]:
+        """The job's tasks.  An express job's are built now (``classify``: the pipeline's classifier):
+        it was not delivered, and what is not delivered is counted (or spooled) task by task."""
+        if self.express and not self.batch:
+            self.batch = express_tasks(self.items, self.runs, classify, self.first_seq, time.monotonic())
+        return self.batch
 
 
 DoneCallback = Callable[["Lane", Job, Outcome, float], None]
