@@ -49,7 +49,14 @@ def _spans(n: int, errors: frozenset[int] = frozenset()) -> list[ReadableSpan]:
     return capture.spans
 
 
-_take = express_taker(estimate_span_native, estimate_span_bytes)
+_taker = express_taker(estimate_span_native, estimate_span_bytes)
+
+
+def _take(intake: deque[Any], max_items: int, max_bytes: int) -> ExpressBatch:
+    items: list[Any] = []
+    batch = _taker(intake, max_items, max_bytes, items)
+    assert batch.items is items
+    return batch
 
 
 # -- the taker ----------------------------------------------------------------------------------------------
@@ -320,4 +327,67 @@ def test_a_flush_waits_for_express_batches_still_in_flight() -> None:
     assert done.wait(10) and result == [(True, _BATCH)]
     flusher.join(10)
     assert processor.stats()["express_items"] == _BATCH
+    processor.shutdown()
+
+
+class _AsyncExporter:
+    """An async exporter: ``fail`` makes every call return FAILURE."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.items: list[Any] = []
+        self.fail = fail
+
+    async def export(self, batch: Any) -> SpanExportResult:
+        if self.fail:
+            return SpanExportResult.FAILURE
+        self.items.extend(batch)
+        return SpanExportResult.SUCCESS
+
+    async def shutdown(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_express_batches_go_through_async_exporters_too(fail: bool) -> None:
+    exporter = _AsyncExporter(fail)
+    processor, tracer = _pipeline(exporter)
+    with _held_scheduler(processor):
+        _offer(tracer, 2 * _BATCH, errors=1)
+    assert processor.force_flush(10_000)
+    stats = _balanced(processor)
+    assert stats["express_items"] >= _BATCH
+    if fail:
+        assert stats["dropped"] == {"export_failed": 2 * _BATCH}
+        assert stats["by_priority"]["high"]["dropped"] == 1
+    else:
+        assert [s.name for s in exporter.items] == [f"op{i}" for i in range(2 * _BATCH)]
+        assert stats["by_priority"]["high"]["exported"] == 1
+    processor.shutdown()
+
+
+def test_a_step_that_fails_while_sending_express_counts_the_batch_and_carries_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    exporter = RecordingExporter()
+    processor, tracer = _pipeline(exporter)
+    dispatcher = processor._pipeline.dispatcher
+    real = dispatcher.express
+    failed = threading.Event()
+
+    def broken(*args: Any) -> None:
+        if not failed.is_set():
+            failed.set()
+            raise RuntimeError("injected fault")
+        real(*args)
+
+    dispatcher.express = broken  # type: ignore[method-assign]
+    with _held_scheduler(processor):
+        _offer(tracer, _BATCH)
+    assert failed.is_set()
+    assert wait_until(lambda: processor.stats()["dropped"].get("internal_error", 0) == _BATCH)
+    _offer(tracer, 3)  # the pipeline carries on
+    assert processor.force_flush(10_000)
+    stats = _balanced(processor)
+    assert stats["exported"] == 3 and len(exporter.items) == 3
+    assert "scheduler step failed" in caplog.text
     processor.shutdown()

@@ -23,18 +23,15 @@ Threads: the scheduler thread's only.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..process._coordinator import TICK
 from ..scheduling._boost import _MARKED
 
 if TYPE_CHECKING:
-    from collections import deque
-
     from ..scheduling._batching import BatchFormer
     from ..scheduling._classify import Classifier
-    from ..scheduling._express import ExpressBatch
+    from ..scheduling._express import Taker
     from ..scheduling._queues import QueueSet
     from ._dispatch import Dispatcher
     from ._intake import Intake
@@ -47,7 +44,7 @@ class Express:
 
     def __init__(
         self,
-        take: Callable[[deque[Any], int, int], ExpressBatch],
+        take: Taker,
         intake: Intake,
         queues: QueueSet,
         former: BatchFormer,
@@ -116,10 +113,13 @@ class Express:
         nothing is ample any more)."""
         intake, max_items = self.intake.queue, self.former.max_items
         while len(intake) >= max_items:
-            batch = self.take(intake, max_items, self.former.max_bytes)
-            n = len(batch.items)
+            items: list[Any] = []
+            try:
+                batch = self.take(intake, max_items, self.former.max_bytes, items)
+            finally:  # taken, whatever happens: the loop's recovery counts what a failed step lost
+                self.ledger.taken += len(items)
+            n = len(items)
             if n:
-                self.ledger.taken += n
                 self.dispatcher.express(batch, self.classifier.reserve(n), now)
             if n < max_items or not self.ample(now):
                 self.since = None

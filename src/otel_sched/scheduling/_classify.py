@@ -27,7 +27,7 @@ from opentelemetry.trace import SpanContext
 
 from .._sdk_fields import FAST_SPAN, FAST_SPANS
 from ._boost import _MARKED, mark_trace
-from ._express import ExpressBatch, express_taker
+from ._express import Taker, express_taker
 from ._task import PriorityClass, Signal, Task
 from ._tenancy import TenantResolver, parse_tenant_sources
 
@@ -349,7 +349,7 @@ class Classifier:
 
         return classify_encoded
 
-    def express_taker(self) -> Callable[[deque[Any], int, int], ExpressBatch]:
+    def express_taker(self) -> Taker:
         """What takes an express batch off the intake, with this classifier's size estimate."""
         return express_taker(self._first_estimate, self._estimate)
 

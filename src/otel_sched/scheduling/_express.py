@@ -23,7 +23,7 @@ from opentelemetry.trace import Status, StatusCode
 from .._sdk_fields import FAST_SPANS
 from ._task import PriorityClass, Task
 
-__all__ = ["ExpressBatch", "express_runs", "express_taker", "express_tasks"]
+__all__ = ["ExpressBatch", "Taker", "express_runs", "express_taker", "express_tasks"]
 
 _ERROR = StatusCode.ERROR
 _HIGH = int(PriorityClass.HIGH)
@@ -37,10 +37,13 @@ class ExpressBatch(NamedTuple):
     high_bytes: int  # ... and their predicted size
 
 
-def express_taker(
-    estimate: Callable[[Any], int | None], fallback: Callable[[Any], int]
-) -> Callable[[deque[Any], int, int], ExpressBatch]:
-    """``take(intake, max_items, max_bytes)``: pop up to ``max_items`` spans off the intake's left.
+Taker = Callable[[deque[Any], int, int, list[Any]], ExpressBatch]
+
+
+def express_taker(estimate: Callable[[Any], int | None], fallback: Callable[[Any], int]) -> Taker:
+    """``take(intake, max_items, max_bytes, into)``: pop up to ``max_items`` spans off the intake's
+    left into the empty list ``into`` (the batch's ``items``: the caller counts what was taken even
+    if something unforeseen raises half way).
 
     ``estimate`` is the compiled size estimate (None: ``fallback`` decides), as in classification.
     Stops before an item that is not a span of the SDK's own classes (a nested or released item,
@@ -49,8 +52,7 @@ def express_taker(
     sends it on its own); that item is put back where it was.  Never raises on account of an item.
     """
 
-    def take(intake: deque[Any], max_items: int, max_bytes: int) -> ExpressBatch:
-        items: list[Any] = []
+    def take(intake: deque[Any], max_items: int, max_bytes: int, items: list[Any]) -> ExpressBatch:
         append, popleft = items.append, intake.popleft
         nbytes = high = high_bytes = 0
         for _ in range(min(max_items, len(intake))):
