@@ -277,7 +277,7 @@ class Dispatcher:
     def express(self, batch: ExpressBatch, first_seq: int, now: float) -> None:
         """Start an express batch (``runtime._express``, which checked that one may start now)."""
         endpoint = self.router.pick(now)
-        if endpoint is None:  # may_express saw one: the balance must not depend on it
+        if endpoint is None:  # Express.ample saw one: the balance must not depend on it
             raise RuntimeError("express batch started with no endpoint to take it")
         n = len(batch.items)
         job = Job([], 0, endpoint, express_runs(batch, DEFAULT_TENANT))

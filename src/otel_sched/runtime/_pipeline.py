@@ -165,14 +165,10 @@ class Pipeline:
             self.pool,
             self._exporter if self._spec.endpoints else None,
         )
-        # Spans off the pre-encoded path, classified by their status alone: express batches apply.
+        # Spans off the pre-encoded path, classified by their status alone (the default rules, and no
+        # holder: no tenant key, no inherit_priority): express batches apply.
         express = None
-        if (
-            self.holder is None
-            and not lanes.fast
-            and self._priority_of.status_rule_only
-            and not cfg.tenant_key
-        ):
+        if self.holder is None and not lanes.fast and self._priority_of.status_rule_only:
             express = Express(
                 stages.classifier.express_taker(),
                 intake,

@@ -356,7 +356,7 @@ class Classifier:
     def reserve(self, n: int) -> int:
         """Numbers for ``n`` >= 1 items that are not classified (an express batch): the first of them."""
         first = next(self._seqs)
-        _consume(itertools.islice(self._seqs, n - 1))
+        deque(itertools.islice(self._seqs, n - 1), maxlen=0)  # advanced in C, not n calls
         return first
 
     @property
@@ -379,10 +379,6 @@ def _marking(priority_of: Callable[[Any], int], trace_id_of: Callable[[Any], int
         return value
 
     return priority
-
-
-def _consume(iterator: Any) -> None:
-    deque(iterator, maxlen=0)
 
 
 def _unit_cost(item: Any) -> int:
