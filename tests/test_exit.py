@@ -90,3 +90,38 @@ def test_exit_with_the_collector_gone_is_bounded_and_accounts_for_everything(
             # What the application offered is on disk; only the exporter's own failure messages,
             # logged after the log pipeline stopped, may be counted as already_shutdown.
             assert spooled >= 300 and set(s["dropped"]) <= {"already_shutdown"}, (signal, s)
+
+
+def test_a_shutdown_with_every_endpoint_failing_ends_without_waiting_for_more_probes(
+    receiver: OTLPReceiver,
+) -> None:
+    """Degraded (every endpoint failing) and no call running: a shutdown would only wait for the next
+    probe, so it ends now and counts what is left, instead of probing through its budget."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from otel_sched import ScheduledSpanProcessor
+
+    from ._exporters import wait_until
+
+    receiver.set_faults(down=True)  # every request answered 503
+    processor = ScheduledSpanProcessor(
+        OTLPSpanExporter(endpoint=receiver.traces_url, timeout=2),
+        schedule_delay_millis=10,
+        shutdown_timeout_millis=60_000,  # probes every 0.5 s and more would fit many times in it
+    )
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("down")
+    for _ in range(50):
+        with tracer.start_as_current_span("op"):
+            pass
+    assert wait_until(lambda: processor.stats()["mode"] == "degraded")
+    refused = receiver.refused_request_count
+    processor.shutdown()
+    stats = processor.stats()
+    assert stats["balance"]["balanced"], stats["balance"]
+    assert stats["exported"] == 0
+    assert stats["dropped_total"] == 50
+    # At most the probe that was running when the shutdown came: no probing through the budget.
+    assert receiver.refused_request_count <= refused + 1

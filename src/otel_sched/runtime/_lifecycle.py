@@ -23,6 +23,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ..process._coordinator import coordinator
+from ._concurrency import Mode
 
 if TYPE_CHECKING:
     from .._config import Config
@@ -182,10 +183,11 @@ class Lifecycle:
         finished = False
         still: list[_Request] = []
         stuck = bool(self.pending) and self._stuck()
+        down = bool(self.pending) and self._down()
         for request in self.pending:
             if self._covered(request):
                 request.ok = True
-            elif now < request.deadline and not stuck:
+            elif now < request.deadline and not stuck and not (down and request.kind != "flush"):
                 still.append(request)
                 continue
             if stuck and not request.ok:
@@ -226,6 +228,15 @@ class Lifecycle:
         """Nothing can move: every live lane is hung (and could not be replaced), none is running a
         job within its timeout.  Waiting longer for a flush or shutdown would only wait."""
         if self.pool.live_lanes() > len(self.dispatcher.hung):
+            return False
+        return not any(not job.timed_out for job in self.pool.running())
+
+    def _down(self) -> bool:
+        """Every endpoint is failing (degraded mode) and no export call is running: a shutdown
+        waiting longer would only wait for the next probe.  It ends now, its items spooled or
+        counted, rather than spend the rest of its budget (at exit, a budget that a process manager
+        may add to its own: gunicorn's master waits for its workers, then exits in turn)."""
+        if self.dispatcher.modes.mode is not Mode.DEGRADED:
             return False
         return not any(not job.timed_out for job in self.pool.running())
 
